@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/batonproxy/baton/admin"
+)
+
+// adminClient is a thin HTTP client of the admin API; every CLI command
+// other than serve goes through it, so anything the CLI does is curl-able.
+type adminClient struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+type clientFlags struct {
+	admin     string
+	tokenFile string
+}
+
+func (c *clientFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&c.admin, "admin", envOr("BATON_ADMIN", "http://127.0.0.1:9900"), "admin API `URL` [$BATON_ADMIN]")
+	fs.StringVar(&c.tokenFile, "admin-token-file", os.Getenv("BATON_ADMIN_TOKEN_FILE"), "`file` holding the admin token [$BATON_ADMIN_TOKEN_FILE; or the token in $BATON_ADMIN_TOKEN]")
+}
+
+func (c *clientFlags) client() (*adminClient, error) {
+	base := strings.TrimRight(c.admin, "/")
+	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
+		return nil, usageError(fmt.Errorf("--admin %q: want a URL such as http://127.0.0.1:9900", c.admin))
+	}
+	tok, err := readToken(c.tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	// No client timeout: a switch streams for as long as its drain takes.
+	return &adminClient{base: base, token: tok, http: &http.Client{}}, nil
+}
+
+func (c *adminClient) do(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("admin API at %s: %w (is 'baton serve' running? set --admin or $BATON_ADMIN)", c.base, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		var e struct {
+			Error string `json:"error"`
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(b, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(b))
+		}
+		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Error)
+	}
+	return resp, nil
+}
+
+const switchSynopsis = `Usage: baton switch [--to blue|green] [flags]
+
+Moves traffic to the other colour (or to --to). baton health-checks the
+target, swaps, drains the requests in flight on the old colour, then stops
+its process. Each step is printed as it happens. Exits 0 when traffic moved,
+1 when the switch failed (the old colour keeps serving), 2 on misuse.`
+
+func runSwitch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		cf     clientFlags
+		to     string
+		asJSON bool
+	)
+	fs := newFlagSet("switch", switchSynopsis, stdout)
+	fs.StringVar(&to, "to", "", "target `colour` (blue or green); default: the one not live")
+	fs.BoolVar(&asJSON, "json", false, "print the raw NDJSON progress lines")
+	cf.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if to != "" && to != "blue" && to != "green" {
+		return usageError(fmt.Errorf("--to %q: want blue or green", to))
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	body, _ := json.Marshal(admin.SwitchRequest{To: to})
+	resp, err := c.do(ctx, http.MethodPost, "/v1/switch", strings.NewReader(string(body)))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return printStream(resp.Body, stdout, asJSON)
+}
+
+// printStream prints an operation's NDJSON progress and returns an error if
+// its last line reports failure or the stream ends without a last line.
+func printStream(r io.Reader, stdout io.Writer, raw bool) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var last *admin.StreamLine
+	for sc.Scan() {
+		if raw {
+			fmt.Fprintln(stdout, sc.Text())
+		}
+		var l admin.StreamLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return fmt.Errorf("admin API sent a line that is not JSON: %q", sc.Text())
+		}
+		if !raw {
+			dur := ""
+			if l.DurationMS > 0 {
+				dur = fmt.Sprintf("  (%s)", time.Duration(l.DurationMS*float64(time.Millisecond)).Round(100*time.Microsecond))
+			}
+			msg := l.Message
+			if l.Error != "" {
+				msg += ": " + l.Error
+			}
+			fmt.Fprintf(stdout, "%s  %-8s %s%s\n", l.Time.Local().Format("15:04:05.000"), l.Step, msg, dur)
+		}
+		if l.OK != nil {
+			last = &l
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("reading progress: %w", err)
+	}
+	switch {
+	case last == nil:
+		return errors.New("the admin API closed the stream before the operation finished; check 'baton status'")
+	case !*last.OK:
+		return errors.New(last.Error)
+	}
+	return nil
+}
+
+const statusSynopsis = `Usage: baton status [--json] [flags]
+
+Shows which colour is live, each app's health and requests in flight, and
+the last switches.`
+
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		cf     clientFlags
+		asJSON bool
+	)
+	fs := newFlagSet("status", statusSynopsis, stdout)
+	fs.BoolVar(&asJSON, "json", false, "print the status as JSON")
+	cf.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/status", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("reading status: %w", err)
+	}
+	if asJSON {
+		_, err := stdout.Write(b)
+		return err
+	}
+	var st admin.StatusResponse
+	if err := json.Unmarshal(b, &st); err != nil {
+		return fmt.Errorf("decoding status: %w", err)
+	}
+	printStatus(stdout, st, time.Now())
+	return nil
+}
+
+func printStatus(w io.Writer, st admin.StatusResponse, now time.Time) {
+	fmt.Fprintf(w, "live: %s   (baton %s)\n\n", st.Live, st.BatonVersion)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "COLOUR\tADDRESS\tLIVE\tIN FLIGHT\tHEALTH")
+	for _, u := range st.Upstreams {
+		live := ""
+		if u.Live {
+			live = "*"
+		}
+		h := "not checked yet"
+		if u.Health != nil {
+			if u.Health.Healthy {
+				h = "healthy for " + now.Sub(u.Health.Since).Round(time.Second).String()
+			} else {
+				h = "DOWN for " + now.Sub(u.Health.Since).Round(time.Second).String() + ": " + u.Health.Error
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", u.Color, u.Addr, live, u.InFlight, h)
+	}
+	tw.Flush()
+	if st.Operation != nil {
+		fmt.Fprintf(w, "\nrunning: %s to %s (%s), step %s, for %s\n", st.Operation.Kind, st.Operation.To, st.Operation.ID,
+			st.Operation.Step, now.Sub(st.Operation.Started).Round(time.Millisecond))
+	}
+	if len(st.History) == 0 {
+		fmt.Fprintln(w, "\nno switches yet")
+		return
+	}
+	fmt.Fprintln(w, "\nlast switches:")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for i := len(st.History) - 1; i >= 0 && i >= len(st.History)-10; i-- {
+		d := st.History[i]
+		outcome := "ok"
+		if !d.OK {
+			outcome = "FAILED: " + d.Error
+		}
+		fmt.Fprintf(tw, "  %s\t%s → %s\t%s\tdrained %d\t%s\n", d.Started.Local().Format("2006-01-02 15:04:05"),
+			d.From, d.To, d.Duration.Round(time.Millisecond), d.Drained, outcome)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,150 @@
+// Command baton is a reverse proxy that moves traffic from the old version of
+// an app to the new one without dropping a request. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/spf13/pflag"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = "0.1.0-dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `baton: hand traffic from the old version of an app to the new one, dropping nothing.
+
+Usage:
+  baton <command> [flags]
+
+Commands:
+  serve     run the proxy and the admin API
+  switch    move traffic to the other colour (health check, swap, drain, stop old)
+  status    show the live colour, each app's health and the last switches
+  demo      run a self-contained demo: two app versions, switches under load
+  version   print baton's version
+
+Run 'baton <command> --help' for a command's flags.
+`
+
+// Exit codes: 0 success, 1 the operation failed, 2 the command was misused.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// errUsage marks errors that are the caller's mistake; they exit 2.
+var errUsage = errors.New("usage")
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "serve":
+		err = runServe(ctx, rest, stdout, stderr)
+	case "switch":
+		err = runSwitch(ctx, rest, stdout, stderr)
+	case "status":
+		err = runStatus(ctx, rest, stdout, stderr)
+	case "demo":
+		err = runDemo(ctx, rest, stdout, stderr)
+	case "version":
+		err = runVersion(rest, stdout)
+	case sampleAppCommand:
+		return runSampleApp(rest, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "baton: unknown command %q\n\n%s", cmd, usage)
+		return exitUsage
+	}
+	switch {
+	case err == nil, errors.Is(err, pflag.ErrHelp):
+		return exitOK
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "baton %s: %v\nRun 'baton %s --help' for usage.\n", cmd, err, cmd)
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "baton: %v\n", err)
+		return exitFailure
+	}
+}
+
+// usageError marks err as the caller's mistake, so that run exits 2 and
+// points at --help.
+func usageError(err error) error { return &misuse{err} }
+
+type misuse struct{ err error }
+
+func (m *misuse) Error() string        { return m.err.Error() }
+func (m *misuse) Unwrap() error        { return m.err }
+func (m *misuse) Is(target error) bool { return target == errUsage }
+
+// newFlagSet returns a pflag set that reports errors instead of exiting and
+// prints a usage text headed by synopsis.
+func newFlagSet(name, synopsis string, out io.Writer) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.SortFlags = false
+	fs.Usage = func() {
+		fmt.Fprintf(out, "%s\n\nFlags:\n%s", synopsis, fs.FlagUsages())
+	}
+	return fs
+}
+
+// parseFlags parses args into fs, turning errors into usage errors and
+// refusing stray positional arguments.
+func parseFlags(fs *pflag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return err
+		}
+		return usageError(err)
+	}
+	if fs.NArg() > 0 {
+		return usageError(fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	}
+	return nil
+}
+
+func runVersion(args []string, stdout io.Writer) error {
+	fs := newFlagSet("version", "Usage: baton version\n\nPrints baton's version and the Go version it was built with.", stdout)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "baton %s (%s %s/%s%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH, vcsRevision())
+	return nil
+}
+
+func vcsRevision() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return ", commit " + s.Value[:12]
+		}
+	}
+	return ""
+}

@@ -1,0 +1,284 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/batonproxy/baton/admin"
+	"github.com/batonproxy/baton/health"
+	"github.com/batonproxy/baton/launcher"
+	"github.com/batonproxy/baton/proxy"
+	"github.com/batonproxy/baton/state"
+	"github.com/batonproxy/baton/switcher"
+)
+
+const serveSynopsis = `Usage: baton serve [flags]
+
+Runs the public reverse proxy and the admin API. Traffic goes to the live
+colour (blue or green); 'baton switch' moves it to the other one after health
+checks pass, drains the old one and stops its process.
+
+Environment:
+  BATON_ADMIN_TOKEN       admin API bearer token (or --admin-token-file)
+  BATON_ADMIN_TOKEN_FILE  file holding the token (same as --admin-token-file)
+  BATON_STATE_DIR         state directory (same as --state-dir)`
+
+// serveConfig holds everything 'baton serve' is told on its command line.
+type serveConfig struct {
+	HTTPAddr       string
+	Blue, Green    string
+	AdminAddr      string
+	StateDir       string
+	TokenFile      string
+	HealthPath     string
+	HealthPasses   int
+	HealthInterval time.Duration
+	HealthDeadline time.Duration
+	HealthTimeout  time.Duration
+	DrainTimeout   time.Duration
+	StopTimeout    time.Duration
+	NoStop         bool
+	RetryTimeout   time.Duration
+	ShutdownGrace  time.Duration
+	LogFormat      string
+	LogLevel       string
+}
+
+func (c *serveConfig) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.HTTPAddr, "http", ":80", "public HTTP listen `address`")
+	fs.StringVar(&c.Blue, "blue", "127.0.0.1:8080", "blue app `host:port`")
+	fs.StringVar(&c.Green, "green", "127.0.0.1:8081", "green app `host:port`")
+	fs.StringVar(&c.AdminAddr, "admin", "127.0.0.1:9900", "admin API listen `address` (loopback unless a token is set)")
+	fs.StringVar(&c.StateDir, "state-dir", envOr("BATON_STATE_DIR", "/var/lib/baton"), "`directory` for the state file [$BATON_STATE_DIR]")
+	fs.StringVar(&c.TokenFile, "admin-token-file", os.Getenv("BATON_ADMIN_TOKEN_FILE"), "`file` holding the admin bearer token [$BATON_ADMIN_TOKEN_FILE; or the token in $BATON_ADMIN_TOKEN]")
+	fs.StringVar(&c.HealthPath, "health-path", health.DefaultPath, "app health check `path`; only a 2xx answer counts as healthy")
+	fs.IntVar(&c.HealthPasses, "health-passes", switcher.DefaultHealthPasses, "consecutive passing checks needed before a swap")
+	fs.DurationVar(&c.HealthInterval, "health-interval", switcher.DefaultHealthInterval, "time between health checks during a switch")
+	fs.DurationVar(&c.HealthDeadline, "health-deadline", switcher.DefaultHealthDeadline, "give up a switch if the app is not healthy by then")
+	fs.DurationVar(&c.HealthTimeout, "health-timeout", health.DefaultTimeout, "timeout of one health check")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", switcher.DefaultDrainTimeout, "how long to wait for requests in flight on the old colour")
+	fs.DurationVar(&c.StopTimeout, "stop-timeout", switcher.DefaultStopTimeout, "time between SIGTERM and SIGKILL of the old app")
+	fs.BoolVar(&c.NoStop, "no-stop", false, "leave the old app running after the drain")
+	fs.DurationVar(&c.RetryTimeout, "retry-timeout", proxy.DefaultRetryTimeout, "how long to retry a request that reached no app (connection refused) before a 502; negative disables")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long to let requests in flight finish")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+}
+
+func (c *serveConfig) validate() error {
+	var errs []error
+	for name, addr := range map[string]string{"--http": c.HTTPAddr, "--blue": c.Blue, "--green": c.Green, "--admin": c.AdminAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: want host:port", name, addr))
+		}
+	}
+	if c.Blue == c.Green {
+		errs = append(errs, fmt.Errorf("--blue and --green are both %s", c.Blue))
+	}
+	if !strings.HasPrefix(c.HealthPath, "/") {
+		errs = append(errs, fmt.Errorf("--health-path %q must start with /", c.HealthPath))
+	}
+	if c.HealthPasses < 1 {
+		errs = append(errs, fmt.Errorf("--health-passes %d: want at least 1", c.HealthPasses))
+	}
+	for name, d := range map[string]time.Duration{"--health-interval": c.HealthInterval, "--health-deadline": c.HealthDeadline,
+		"--health-timeout": c.HealthTimeout, "--drain-timeout": c.DrainTimeout, "--stop-timeout": c.StopTimeout} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s %s: want a positive duration", name, d))
+		}
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg serveConfig
+	fs := newFlagSet("serve", serveSynopsis, stdout)
+	cfg.flags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := cfg.validate(); err != nil {
+		return usageError(err)
+	}
+	token, err := readToken(cfg.TokenFile)
+	if err != nil {
+		return err
+	}
+	if err := admin.CheckListenAddr(cfg.AdminAddr, token != ""); err != nil {
+		return usageError(err)
+	}
+	logger := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	return serve(ctx, cfg, token, logger)
+}
+
+// serve runs until ctx is done, then shuts the servers down gracefully. App
+// processes are left running: they are not baton's to kill on its own exit.
+func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logger) error {
+	store, err := state.NewStore(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	h := proxy.NewHandler(proxy.Options{Logger: logger, RetryTimeout: cfg.RetryTimeout})
+	rt, err := newRouter(h, cfg.Blue, cfg.Green)
+	if err != nil {
+		return err
+	}
+	sw, err := switcher.New(ctx, switcher.Config{
+		Addrs:          [2]string{cfg.Blue, cfg.Green},
+		HealthPasses:   cfg.HealthPasses,
+		HealthInterval: cfg.HealthInterval,
+		HealthDeadline: cfg.HealthDeadline,
+		DrainTimeout:   cfg.DrainTimeout,
+		StopTimeout:    cfg.StopTimeout,
+		NoStop:         cfg.NoStop,
+	}, rt, health.New(cfg.HealthPath, cfg.HealthTimeout), launcher.PortStopper{}, store, logger)
+	if err != nil {
+		return err
+	}
+
+	// All listeners are opened here, in one place, so that they can later be
+	// handed over to a new baton process or taken from systemd.
+	publicLn, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("public listener: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		publicLn.Close()
+		return fmt.Errorf("admin listener: %w", err)
+	}
+
+	public := &http.Server{
+		Handler: h,
+		// Stops slowloris clients that trickle headers, without limiting
+		// slow bodies: uploads and downloads may legitimately take long.
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger}, sw).NewHTTPServer()
+
+	monitorCtx, stopMonitor := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopMonitor()
+	go sw.Monitor(monitorCtx)
+
+	errc := make(chan error, 2)
+	go func() { errc <- serveOn(public, publicLn, "public") }()
+	go func() { errc <- serveOn(adm, adminLn, "admin") }()
+	logger.Info("baton serving", "version", version, "http", publicLn.Addr().String(), "admin", adminLn.Addr().String(),
+		"live", sw.Live(), "blue", cfg.Blue, "green", cfg.Green, "state", store.Path(), "admin_auth", token != "")
+
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: finishing requests in flight", "grace", cfg.ShutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range []*http.Server{public, adm} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if serr := s.Shutdown(sctx); serr != nil {
+				logger.Warn("shutdown deadline passed; closing remaining connections", "err", serr)
+				s.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	logger.Info("baton stopped")
+	return err
+}
+
+func serveOn(s *http.Server, ln net.Listener, name string) error {
+	if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("%s server: %w", name, err)
+	}
+	return nil
+}
+
+// router adapts a proxy.Handler and its two upstreams to switcher.Router.
+type router struct {
+	h   *proxy.Handler
+	ups [2]*proxy.Upstream
+}
+
+func newRouter(h *proxy.Handler, blue, green string) (*router, error) {
+	r := &router{h: h}
+	for _, c := range switcher.Colors {
+		addr := blue
+		if c == switcher.Green {
+			addr = green
+		}
+		u, err := proxy.NewUpstream(c.String(), addr)
+		if err != nil {
+			return nil, err
+		}
+		r.ups[c] = u
+	}
+	return r, nil
+}
+
+func (r *router) Route(c switcher.Color)             { r.h.Route(r.ups[c]) }
+func (r *router) InFlight(c switcher.Color) int64    { return r.ups[c].InFlight() }
+func (r *router) CloseIdle(c switcher.Color)         { r.ups[c].CloseIdleConnections() }
+
+// readToken returns the admin token from file if given, else from
+// $BATON_ADMIN_TOKEN. An empty or unreadable file is an error, not "no token".
+func readToken(file string) (string, error) {
+	if file == "" {
+		return strings.TrimSpace(os.Getenv("BATON_ADMIN_TOKEN")), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("admin token file %s is empty", file)
+	}
+	return tok, nil
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func newLogger(w io.Writer, format, level string) *slog.Logger {
+	l, _ := parseLevel(level)
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

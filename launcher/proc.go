@@ -1,0 +1,189 @@
+// Package launcher starts and stops app instances. This file finds and stops
+// processes that baton did not start itself: the app a user started on a
+// port, found as `fuser PORT/tcp` would find it, by reading /proc.
+package launcher
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ErrNoListener is returned by ListenerPIDs when no process listens on the port.
+var ErrNoListener = errors.New("no process listens on the port")
+
+// procRoot is /proc; tests may point it elsewhere.
+var procRoot = "/proc"
+
+// ListenerPIDs returns the IDs of the processes that hold a TCP socket
+// listening on port (IPv4 or IPv6, any address). Several processes can share
+// one listening socket (pre-fork servers); all are returned. Processes of
+// other users are only visible to root, as with fuser.
+func ListenerPIDs(port int) ([]int, error) {
+	inodes := map[string]bool{}
+	for _, f := range []string{"net/tcp", "net/tcp6"} {
+		if err := listeningInodes(filepath.Join(procRoot, f), port, inodes); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+	}
+	if len(inodes) == 0 {
+		return nil, fmt.Errorf("port %d: %w", port, ErrNoListener)
+	}
+	entries, err := os.ReadDir(procRoot)
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		fdDir := filepath.Join(procRoot, e.Name(), "fd")
+		fds, err := os.ReadDir(fdDir)
+		if err != nil {
+			continue // gone, or not ours to see
+		}
+		for _, fd := range fds {
+			link, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
+			if err != nil || !strings.HasPrefix(link, "socket:[") {
+				continue
+			}
+			if inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	if len(pids) == 0 {
+		return nil, fmt.Errorf("port %d: a socket listens but its process is not visible (run baton as the app's user or root): %w", port, ErrNoListener)
+	}
+	return pids, nil
+}
+
+// listeningInodes adds to inodes the socket inodes of /proc/net/tcp{,6}
+// entries in state LISTEN (0A) on port.
+func listeningInodes(path string, port int, inodes map[string]bool) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	want := fmt.Sprintf(":%04X", port)
+	sc := bufio.NewScanner(f)
+	sc.Scan() // header
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 10 {
+			continue
+		}
+		local, state, inode := fields[1], fields[3], fields[9]
+		if state == "0A" && strings.HasSuffix(local, want) && inode != "0" {
+			inodes[inode] = true
+		}
+	}
+	return sc.Err()
+}
+
+// Alive reports whether pid names a running process. A zombie (exited, not
+// yet reaped by its parent) counts as gone: it serves nothing.
+func Alive(pid int) bool {
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	// The state follows the parenthesised command name, which may itself
+	// contain spaces and parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return true
+	}
+	return s[i+2] != 'Z' && s[i+2] != 'X'
+}
+
+// Terminate sends SIGTERM to pid, waits up to grace for it to exit, then
+// sends SIGKILL and waits for it to go. killed reports whether SIGKILL was
+// needed. A process that is already gone is not an error.
+func Terminate(ctx context.Context, pid int, grace time.Duration) (killed bool, err error) {
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		if errors.Is(err, syscall.ESRCH) {
+			return false, nil
+		}
+		return false, fmt.Errorf("signal pid %d: %w", pid, err)
+	}
+	if waitGone(ctx, pid, grace) {
+		return false, nil
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return false, fmt.Errorf("kill pid %d: %w", pid, err)
+	}
+	if !waitGone(context.WithoutCancel(ctx), pid, 5*time.Second) {
+		return true, fmt.Errorf("pid %d still alive 5s after SIGKILL", pid)
+	}
+	return true, nil
+}
+
+func waitGone(ctx context.Context, pid int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for Alive(pid) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
+// PortStopper stops the local process listening on an app's port, as
+// `fuser -k -TERM PORT/tcp` followed by a timed SIGKILL would. It is what the
+// switcher uses when baton did not launch the app itself.
+type PortStopper struct{}
+
+// Stop terminates every process listening on addr's port. Nothing listening
+// is not an error: the app is already gone.
+func (PortStopper) Stop(ctx context.Context, addr string, grace time.Duration) (string, error) {
+	_, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("stop %s: %w", addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return "", fmt.Errorf("stop %s: port %q: %w", addr, portStr, err)
+	}
+	pids, err := ListenerPIDs(port)
+	if errors.Is(err, ErrNoListener) {
+		return fmt.Sprintf("nothing listens on port %d; nothing to stop", port), nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("stop %s: %w", addr, err)
+	}
+	var (
+		parts []string
+		errs  []error
+	)
+	for _, pid := range pids {
+		t := time.Now()
+		killed, err := Terminate(ctx, pid, grace)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case killed:
+			parts = append(parts, fmt.Sprintf("pid %d ignored SIGTERM for %s; killed", pid, grace))
+		default:
+			parts = append(parts, fmt.Sprintf("pid %d exited %s after SIGTERM", pid, time.Since(t).Round(time.Millisecond)))
+		}
+	}
+	return strings.Join(parts, "; "), errors.Join(errs...)
+}

@@ -1,0 +1,350 @@
+// Package proxy is baton's request path: an http.Handler that forwards every
+// request to the one live Upstream, and lets the control path swap that
+// upstream atomically.
+//
+// The model: the live upstream sits behind an atomic.Pointer. A request loads
+// it, counts itself in flight on it, and is proxied by that upstream's own
+// httputil.ReverseProxy and http.Transport. A swap stores a new pointer; the
+// next request goes to the new upstream, requests already in flight finish on
+// the old one, and the old one's in-flight count tells a drain when it is done.
+// Nothing on the request path takes a lock.
+//
+// The package uses only the standard library.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// DefaultRetryTimeout bounds how long a request that could not reach any app
+// (connection refused) keeps being retried on the live upstream before it
+// becomes a 502.
+const DefaultRetryTimeout = 2 * time.Second
+
+// Options configures a Handler. The zero value is usable.
+type Options struct {
+	// Logger receives upstream errors. Nil means slog.New(slog.DiscardHandler).
+	Logger *slog.Logger
+	// RetryTimeout bounds retries of requests that never reached an app.
+	// Zero means DefaultRetryTimeout; negative disables retries.
+	RetryTimeout time.Duration
+	// Observer, if set, is told about every finished request and every
+	// upstream error. It is called on the request path and must be cheap.
+	Observer Observer
+}
+
+// Observer receives request outcomes, e.g. to export metrics. Implementations
+// must be safe for concurrent use.
+type Observer interface {
+	// RequestDone is called once per proxied request with the upstream that
+	// served it, the status written (0 if none) and the request's duration.
+	RequestDone(u *Upstream, r *http.Request, status int, d time.Duration)
+	// UpstreamError is called for each failed upstream round trip; kind is
+	// one of "dial", "reset", "timeout", "canceled", "other". retried tells
+	// whether the request was retried instead of failing.
+	UpstreamError(u *Upstream, kind string, retried bool)
+}
+
+// Handler is the public reverse proxy. It is safe for concurrent use; create
+// it with NewHandler and give it an upstream with Route before serving.
+type Handler struct {
+	live         atomic.Pointer[Upstream]
+	logger       *slog.Logger
+	retryTimeout time.Duration
+	observer     Observer
+	errorLog     *slog.Logger
+	bufPool      bufferPool
+	mu           sync.Mutex // serialises Route; never taken by requests
+}
+
+// NewHandler returns a Handler with no live upstream: until Route is called
+// it answers 503.
+func NewHandler(opts Options) *Handler {
+	h := &Handler{
+		logger:       opts.Logger,
+		retryTimeout: opts.RetryTimeout,
+		observer:     opts.Observer,
+	}
+	if h.logger == nil {
+		h.logger = slog.New(slog.DiscardHandler)
+	}
+	if h.retryTimeout == 0 {
+		h.retryTimeout = DefaultRetryTimeout
+	}
+	return h
+}
+
+// Route makes u the live upstream and returns the previous one (nil on the
+// first call). Requests that already loaded the previous upstream finish on
+// it; wait for its InFlight to reach zero before stopping its app. An
+// Upstream belongs to the first Handler that routes to it.
+func (h *Handler) Route(u *Upstream) (previous *Upstream) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	u.init.Do(func() { u.proxy = h.newReverseProxy(u) })
+	return h.live.Swap(u)
+}
+
+// Live returns the live upstream, or nil if none was routed yet.
+func (h *Handler) Live() *Upstream { return h.live.Load() }
+
+// ServeHTTP proxies r to the live upstream.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	u := h.acquire()
+	if u == nil {
+		http.Error(w, "503 Service Unavailable: no app is routed yet", http.StatusServiceUnavailable)
+		return
+	}
+	if h.observer == nil {
+		defer u.release()
+		u.proxy.ServeHTTP(w, r)
+		return
+	}
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		u.release()
+		h.observer.RequestDone(u, r, sw.status, time.Since(start))
+	}()
+	u.proxy.ServeHTTP(sw, r)
+}
+
+// acquire returns the live upstream with one more request counted in flight
+// on it. The second load closes the race with a concurrent Route: if the
+// pointer moved between the load and the increment, a drain that already saw
+// zero in flight could stop the app under us, so count on the new one instead.
+func (h *Handler) acquire() *Upstream {
+	for {
+		u := h.live.Load()
+		if u == nil {
+			return nil
+		}
+		u.inFlight.Add(1)
+		if h.live.Load() == u {
+			return u
+		}
+		u.inFlight.Add(-1)
+	}
+}
+
+func (h *Handler) newReverseProxy(u *Upstream) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			// Not SetURL: it would replace the client's Host header with
+			// the app's address, and the app wants the public host name.
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = u.addr
+			// Append to the client's X-Forwarded-For as nginx's
+			// $proxy_add_x_forwarded_for does. X-Real-IP is the socket
+			// peer, the value an app can trust.
+			if xff, ok := pr.In.Header["X-Forwarded-For"]; ok {
+				pr.Out.Header["X-Forwarded-For"] = xff
+			}
+			pr.SetXForwarded()
+			if ip, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+				pr.Out.Header.Set("X-Real-Ip", ip)
+			}
+		},
+		Transport:    &retryTransport{h: h, u: u},
+		BufferPool:   &h.bufPool,
+		ErrorHandler: h.errorHandler(u),
+		ErrorLog:     slog.NewLogLogger(h.logger.Handler(), slog.LevelWarn),
+	}
+}
+
+func (h *Handler) errorHandler(u *Upstream) func(http.ResponseWriter, *http.Request, error) {
+	return func(w http.ResponseWriter, r *http.Request, err error) {
+		kind := errorKind(err)
+		if h.observer != nil {
+			h.observer.UpstreamError(u, kind, false)
+		}
+		if kind == "canceled" && r.Context().Err() != nil {
+			// The client went away; nobody is left to answer.
+			h.logger.Debug("client canceled request", "upstream", u.name, "path", r.URL.Path)
+			return
+		}
+		h.logger.Warn("upstream request failed", "upstream", u.name, "addr", u.addr,
+			"method", r.Method, "path", r.URL.Path, "kind", kind, "err", err)
+		if kind == "timeout" {
+			http.Error(w, "504 Gateway Timeout: the app did not answer in time", http.StatusGatewayTimeout)
+			return
+		}
+		http.Error(w, "502 Bad Gateway: the app is not answering", http.StatusBadGateway)
+	}
+}
+
+// retryTransport sends a request to its upstream and, if the request could
+// not be delivered at all (no connection to the app could be made), retries
+// it on whatever upstream is live by then. A dial failure means not a byte of
+// the request reached an app, so this is safe for every method, POST included.
+type retryTransport struct {
+	h *Handler
+	u *Upstream
+}
+
+func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.h.retryTimeout < 0 {
+		return t.u.transport.RoundTrip(req)
+	}
+	// http.Transport closes the request body when a dial fails; shield the
+	// client's body so a retry can still send it.
+	var body io.ReadCloser
+	if req.Body != nil && req.Body != http.NoBody {
+		body = req.Body
+		req.Body = noCloseBody{body}
+	}
+	resp, err := t.u.transport.RoundTrip(req)
+	if err == nil || !isDialError(err) {
+		return resp, err
+	}
+	deadline := time.Now().Add(t.h.retryTimeout)
+	backoff := 5 * time.Millisecond
+	for {
+		if t.h.observer != nil {
+			t.h.observer.UpstreamError(t.u, "dial", true)
+		}
+		live := t.h.acquire()
+		if live == t.u || live == nil {
+			// Nothing else to try yet: the live app is restarting or a
+			// swap is about to happen. Wait a little and try again.
+			if live != nil {
+				live.inFlight.Add(-1)
+			}
+			if time.Now().Add(backoff).After(deadline) {
+				return nil, err
+			}
+			select {
+			case <-req.Context().Done():
+				return nil, req.Context().Err()
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 200*time.Millisecond)
+			live = t.h.acquire()
+			if live == nil {
+				return nil, err
+			}
+		}
+		t.h.logger.Debug("retrying request that reached no app", "from", t.u.name, "to", live.name, "err", err)
+		out := req
+		if live != t.u {
+			out = req.Clone(req.Context())
+			out.URL.Host = live.addr
+			if body != nil {
+				out.Body = noCloseBody{body}
+			}
+		}
+		resp, err = live.transport.RoundTrip(out)
+		if err == nil {
+			resp.Body = releaseBody(resp.Body, live)
+			return resp, nil
+		}
+		live.release()
+		if !isDialError(err) {
+			return nil, err
+		}
+	}
+}
+
+// releaseBody wraps an upstream response body so that the upstream's
+// in-flight count is released when the body is closed. A 101 response's body
+// is the upgraded connection and must stay writable.
+func releaseBody(b io.ReadCloser, u *Upstream) io.ReadCloser {
+	if rwc, ok := b.(io.ReadWriteCloser); ok {
+		return &releasingRWC{ReadWriteCloser: rwc, u: u}
+	}
+	return &releasingBody{ReadCloser: b, u: u}
+}
+
+type releasingBody struct {
+	io.ReadCloser
+	u    *Upstream
+	once sync.Once
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.u.release)
+	return err
+}
+
+type releasingRWC struct {
+	io.ReadWriteCloser
+	u    *Upstream
+	once sync.Once
+}
+
+func (b *releasingRWC) Close() error {
+	err := b.ReadWriteCloser.Close()
+	b.once.Do(b.u.release)
+	return err
+}
+
+type noCloseBody struct{ io.ReadCloser }
+
+func (noCloseBody) Close() error { return nil }
+
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func errorKind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case isDialError(err):
+		return "dial"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF), errors.Is(err, syscall.EPIPE):
+		return "reset"
+	}
+	return "other"
+}
+
+// statusWriter records the status code for the Observer. It passes Flush and
+// Hijack through via Unwrap, which http.ResponseController uses.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 || w.status < 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// bufferPool hands ReverseProxy 32 KiB copy buffers so that body copies do
+// not allocate per request.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32*1024)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }

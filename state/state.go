@@ -1,0 +1,155 @@
+// Package state keeps baton's durable state in one small versioned JSON file
+// in the state directory. Writes are atomic (temp file, fsync, rename, fsync
+// of the directory), so a crash leaves either the old file or the new one,
+// never a torn one. An unreadable file is an error, not an empty state: a
+// proxy that forgets which colour is live routes users to the wrong app.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// FileName is the state file's name inside the state directory.
+const FileName = "state.json"
+
+// CurrentVersion is the schema version this build writes and reads.
+const CurrentVersion = 1
+
+// MaxHistory is how many past deploys are kept.
+const MaxHistory = 20
+
+// State is everything baton must remember across restarts.
+type State struct {
+	Version int       `json:"version"`
+	Live    string    `json:"live"` // "blue" or "green"
+	Updated time.Time `json:"updated"`
+	// Instances records what is known of the app on each colour, by colour.
+	Instances map[string]Instance `json:"instances,omitempty"`
+	History   []Deploy            `json:"history,omitempty"`
+}
+
+// Instance is what baton knows of the app on one colour.
+type Instance struct {
+	AppVersion string    `json:"app_version,omitempty"`
+	Addr       string    `json:"addr"`
+	PID        int       `json:"pid,omitempty"`
+	Host       string    `json:"host,omitempty"`
+	Artifact   string    `json:"artifact,omitempty"`
+	Started    time.Time `json:"started,omitzero"`
+}
+
+// Deploy is one past switch or deploy.
+type Deploy struct {
+	ID       string        `json:"id"`
+	Kind     string        `json:"kind"` // "switch" or "deploy"
+	From     string        `json:"from"`
+	To       string        `json:"to"`
+	Started  time.Time     `json:"started"`
+	Duration time.Duration `json:"duration_ns"`
+	OK       bool          `json:"ok"`
+	Error    string        `json:"error,omitempty"`
+	// Drained is how many requests were still in flight on the old colour
+	// when the swap happened.
+	Drained int64 `json:"drained"`
+}
+
+// Store reads and writes the state file in a directory. The zero value is not
+// usable; create it with NewStore. Store does no locking: one baton process
+// owns a state directory.
+type Store struct {
+	dir string
+}
+
+// NewStore returns a Store for dir, creating dir (0700) if needed.
+func NewStore(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir %s: %w", dir, err)
+	}
+	return &Store{dir: dir}, nil
+}
+
+// Path returns the state file's path.
+func (s *Store) Path() string { return filepath.Join(s.dir, FileName) }
+
+// Dir returns the state directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Load reads the state file. It returns os.ErrNotExist (wrapped) when there
+// is none yet, and a descriptive error when it cannot be trusted.
+func (s *Store) Load() (State, error) {
+	b, err := os.ReadFile(s.Path())
+	if err != nil {
+		return State{}, fmt.Errorf("read state: %w", err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return State{}, fmt.Errorf("state file %s is corrupt (%w); fix or remove it to start afresh", s.Path(), err)
+	}
+	if st.Version != CurrentVersion {
+		return State{}, fmt.Errorf("state file %s has version %d; this baton reads version %d", s.Path(), st.Version, CurrentVersion)
+	}
+	if st.Live != "blue" && st.Live != "green" {
+		return State{}, fmt.Errorf("state file %s: live colour %q is neither blue nor green", s.Path(), st.Live)
+	}
+	return st, nil
+}
+
+// Save writes st atomically with mode 0600.
+func (s *Store) Save(st State) error {
+	st.Version = CurrentVersion
+	if len(st.History) > MaxHistory {
+		st.History = st.History[len(st.History)-MaxHistory:]
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	return WriteFileAtomic(s.Path(), append(b, '\n'), 0o600)
+}
+
+// WriteFileAtomic writes data to path so that readers see either the old
+// content or the new, never a mix: it writes a temp file in the same
+// directory, fsyncs it, renames it over path and fsyncs the directory.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err = f.Chmod(perm); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err = f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("write %s: fsync: %w", path, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if d, derr := os.Open(dir); derr == nil {
+		// Best effort: some filesystems refuse fsync on a directory.
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// IsNotExist reports whether err from Load means there is no state file yet.
+func IsNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }

@@ -1,0 +1,524 @@
+// Package switcher is baton's control path: the state machine that moves
+// traffic from the live colour to the idle one.
+//
+// A switch is one function, one step a line: wait until the idle colour's app
+// passes N health checks in a row → swap the route → persist the new live
+// colour → drain the old colour's requests in flight (deadline) → close its
+// idle connections → stop its process → record the switch. Every step emits
+// an Event, which the admin API streams to the caller. One operation runs at
+// a time; a second one is refused with ErrBusy.
+//
+// The package declares the small interfaces it needs (Router, Prober,
+// Stopper, Store) and imports no concrete proxy or launcher.
+package switcher
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/batonproxy/baton/state"
+)
+
+// Defaults for Config.
+const (
+	DefaultHealthPasses   = 2
+	DefaultHealthInterval = 200 * time.Millisecond
+	DefaultHealthDeadline = 60 * time.Second
+	DefaultDrainTimeout   = 30 * time.Second
+	DefaultStopTimeout    = 10 * time.Second
+	DefaultMonitorEvery   = time.Second
+)
+
+// Errors a caller can act on.
+var (
+	// ErrBusy: another operation is running.
+	ErrBusy = errors.New("another operation is running")
+	// ErrInvalid: the request itself is wrong.
+	ErrInvalid = errors.New("invalid request")
+	// ErrAlreadyLive: the target colour already takes the traffic.
+	ErrAlreadyLive = errors.New("already live")
+	// ErrHealth: the target never became healthy; nothing was changed.
+	ErrHealth = errors.New("health check failed")
+)
+
+// Router moves traffic between colours. Route must take effect for the next
+// request without closing any client connection.
+type Router interface {
+	Route(c Color)
+	InFlight(c Color) int64
+	CloseIdle(c Color)
+}
+
+// Prober runs one health check against the app at addr.
+type Prober interface {
+	Check(ctx context.Context, addr string) error
+}
+
+// Stopper stops the app serving addr: a polite signal, up to grace to exit,
+// then a forced kill. It returns a short description of what it did.
+type Stopper interface {
+	Stop(ctx context.Context, addr string, grace time.Duration) (string, error)
+}
+
+// Store persists baton's state.
+type Store interface {
+	Load() (state.State, error)
+	Save(state.State) error
+}
+
+// Config holds a Switcher's settings. Zero durations and counts take the
+// Default values.
+type Config struct {
+	Addrs          [2]string // app address per colour, indexed by Color
+	HealthPasses   int
+	HealthInterval time.Duration
+	HealthDeadline time.Duration
+	DrainTimeout   time.Duration
+	StopTimeout    time.Duration
+	NoStop         bool          // leave the old app running after the drain
+	MonitorEvery   time.Duration // background health checks for status
+}
+
+func (c *Config) setDefaults() {
+	if c.HealthPasses <= 0 {
+		c.HealthPasses = DefaultHealthPasses
+	}
+	if c.HealthInterval <= 0 {
+		c.HealthInterval = DefaultHealthInterval
+	}
+	if c.HealthDeadline <= 0 {
+		c.HealthDeadline = DefaultHealthDeadline
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.StopTimeout <= 0 {
+		c.StopTimeout = DefaultStopTimeout
+	}
+	if c.MonitorEvery <= 0 {
+		c.MonitorEvery = DefaultMonitorEvery
+	}
+}
+
+// Event is one step of an operation, as streamed to the caller and logged.
+type Event struct {
+	Time time.Time `json:"time"`
+	// Step is one of start, health, swap, persist, drain, close_idle, stop,
+	// done, failed.
+	Step    string `json:"step"`
+	Message string `json:"message"`
+	// DurationMS is how long the step took, when it is a step's end.
+	DurationMS float64 `json:"duration_ms,omitempty"`
+	Error      string  `json:"error,omitempty"`
+}
+
+// SwitchRequest asks for a switch. The zero value switches to the idle colour.
+type SwitchRequest struct {
+	// To is the target colour; nil means the colour that is not live.
+	To *Color
+}
+
+// Result describes a finished switch.
+type Result struct {
+	ID       string
+	From, To Color
+	Duration time.Duration
+	// Drained is how many requests were in flight on the old colour right
+	// after the swap; Abandoned is how many were still in flight when the
+	// drain deadline passed (0 on a clean drain).
+	Drained, Abandoned int64
+	Stopped            string
+}
+
+// Switcher owns the live colour and runs one operation at a time. It is safe
+// for concurrent use; create it with New.
+type Switcher struct {
+	cfg     Config
+	router  Router
+	prober  Prober
+	stopper Stopper
+	store   Store
+	logger  *slog.Logger
+
+	op sync.Mutex // held for the whole of an operation
+
+	mu      sync.Mutex // guards the fields below
+	st      state.State
+	live    Color
+	current *Operation
+	health  [2]Health
+}
+
+// Operation describes the running operation, for status.
+type Operation struct {
+	ID      string    `json:"id"`
+	Kind    string    `json:"kind"`
+	To      string    `json:"to"`
+	Started time.Time `json:"started"`
+	Step    string    `json:"step"`
+}
+
+// Health is the last background health check of one colour.
+type Health struct {
+	Checked   time.Time `json:"checked,omitzero"`
+	Healthy   bool      `json:"healthy"`
+	Error     string    `json:"error,omitempty"`
+	Since     time.Time `json:"since,omitzero"` // when Healthy last changed
+	checkedOK bool
+}
+
+// New returns a Switcher. It restores the live colour from store; with no
+// state yet it picks the first healthy colour, blue first (blue if neither
+// answers), and saves that. An unreadable state file is an error: starting
+// with a guessed colour could route users to the wrong app.
+func New(ctx context.Context, cfg Config, router Router, prober Prober, stopper Stopper, store Store, logger *slog.Logger) (*Switcher, error) {
+	cfg.setDefaults()
+	var problems []error
+	for _, c := range Colors {
+		if cfg.Addrs[c] == "" {
+			problems = append(problems, fmt.Errorf("no address for %s", c))
+		}
+	}
+	if cfg.Addrs[Blue] != "" && cfg.Addrs[Blue] == cfg.Addrs[Green] {
+		problems = append(problems, fmt.Errorf("blue and green have the same address %s", cfg.Addrs[Blue]))
+	}
+	if err := errors.Join(problems...); err != nil {
+		return nil, fmt.Errorf("switcher config: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Switcher{cfg: cfg, router: router, prober: prober, stopper: stopper, store: store, logger: logger}
+	st, err := store.Load()
+	switch {
+	case err == nil:
+		s.st = st
+		s.live, _ = ParseColor(st.Live) // Load validated it
+		logger.Info("restored state", "live", s.live, "addr", cfg.Addrs[s.live])
+	case state.IsNotExist(err):
+		s.live = s.firstHealthy(ctx)
+		s.st = state.State{Live: s.live.String(), Updated: time.Now().UTC()}
+		if err := store.Save(s.st); err != nil {
+			return nil, fmt.Errorf("save initial state: %w", err)
+		}
+		logger.Info("no saved state; chose live colour", "live", s.live, "addr", cfg.Addrs[s.live])
+	default:
+		return nil, err
+	}
+	router.Route(s.live)
+	return s, nil
+}
+
+func (s *Switcher) firstHealthy(ctx context.Context) Color {
+	for _, c := range Colors {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := s.prober.Check(cctx, s.cfg.Addrs[c])
+		cancel()
+		if err == nil {
+			return c
+		}
+		s.logger.Info("initial health check failed", "color", c, "err", err)
+	}
+	return Blue
+}
+
+// Live returns the live colour.
+func (s *Switcher) Live() Color {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.live
+}
+
+// Addr returns the app address of colour c.
+func (s *Switcher) Addr(c Color) string { return s.cfg.Addrs[c] }
+
+// Switch moves traffic to req.To (default: the idle colour). emit is called
+// for each step, from the calling goroutine. If ctx is cancelled before the
+// swap, the switch is abandoned and the old colour keeps serving; after the
+// swap the switch always runs to the end, because stopping half-way would
+// leave an undrained, unstopped old app.
+func (s *Switcher) Switch(ctx context.Context, req SwitchRequest, emit func(Event)) (Result, error) {
+	if emit == nil {
+		emit = func(Event) {}
+	}
+	if !s.op.TryLock() {
+		s.mu.Lock()
+		cur := s.current
+		s.mu.Unlock()
+		if cur != nil {
+			return Result{}, fmt.Errorf("%w: %s to %s started %s ago (step %s)", ErrBusy, cur.Kind, cur.To,
+				time.Since(cur.Started).Round(time.Millisecond), cur.Step)
+		}
+		return Result{}, ErrBusy
+	}
+	defer s.op.Unlock()
+
+	from := s.Live()
+	to := from.Other()
+	if req.To != nil {
+		to = *req.To
+	}
+	if to == from {
+		return Result{}, fmt.Errorf("%s is %w; nothing to switch (omit the target to switch to %s)", to, ErrAlreadyLive, from.Other())
+	}
+	res := Result{ID: newID(), From: from, To: to}
+	started := time.Now()
+	op := &Operation{ID: res.ID, Kind: "switch", To: to.String(), Started: started, Step: "start"}
+	s.mu.Lock()
+	s.current = op
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.current = nil
+		s.mu.Unlock()
+	}()
+
+	ev := func(step, msg string, d time.Duration) {
+		s.mu.Lock()
+		op.Step = step
+		s.mu.Unlock()
+		e := Event{Time: time.Now().UTC(), Step: step, Message: msg}
+		if d > 0 {
+			e.DurationMS = float64(d.Microseconds()) / 1000
+		}
+		s.logger.Info("switch "+step, "id", res.ID, "msg", msg, "duration", d)
+		emit(e)
+	}
+	ev("start", fmt.Sprintf("switch %s: %s (%s) → %s (%s)", res.ID, from, s.cfg.Addrs[from], to, s.cfg.Addrs[to]), 0)
+
+	if err := s.waitHealthy(ctx, to, ev); err != nil {
+		err = fmt.Errorf("switch to %s: %w; %s keeps serving", to, err, from)
+		s.record(res, started, err)
+		return res, err
+	}
+
+	// From here on the switch completes even if the caller goes away.
+	ctx = context.WithoutCancel(ctx)
+	t := time.Now()
+	s.router.Route(to)
+	res.Drained = s.router.InFlight(from)
+	s.mu.Lock()
+	s.live = to
+	s.st.Live = to.String()
+	s.mu.Unlock()
+	ev("swap", fmt.Sprintf("%s is live; %d request(s) in flight on %s", to, res.Drained, from), time.Since(t))
+
+	t = time.Now()
+	if err := s.save(); err != nil {
+		// Traffic already moved; a failed write must not undo that, but
+		// the operator has to know the next restart would pick the old colour.
+		ev("persist", "could not save state: "+err.Error(), time.Since(t))
+	} else {
+		ev("persist", "saved live="+to.String(), time.Since(t))
+	}
+
+	t = time.Now()
+	res.Abandoned = s.drain(ctx, from, ev)
+	if res.Abandoned > 0 {
+		ev("drain", fmt.Sprintf("drain deadline %s passed with %d request(s) still in flight on %s", s.cfg.DrainTimeout, res.Abandoned, from), time.Since(t))
+	} else {
+		ev("drain", fmt.Sprintf("%s drained", from), time.Since(t))
+	}
+	s.router.CloseIdle(from)
+
+	if s.cfg.NoStop {
+		ev("stop", fmt.Sprintf("left %s (%s) running (--no-stop)", from, s.cfg.Addrs[from]), 0)
+	} else {
+		t = time.Now()
+		desc, err := s.stopper.Stop(ctx, s.cfg.Addrs[from], s.cfg.StopTimeout)
+		if err != nil {
+			// The switch itself succeeded; report the leftover process.
+			desc = "could not stop old app: " + err.Error()
+		}
+		res.Stopped = desc
+		ev("stop", desc, time.Since(t))
+	}
+	res.Duration = time.Since(started)
+	s.record(res, started, nil)
+	return res, nil
+}
+
+// waitHealthy polls the target until HealthPasses checks pass in a row.
+func (s *Switcher) waitHealthy(ctx context.Context, c Color, ev func(string, string, time.Duration)) error {
+	addr := s.cfg.Addrs[c]
+	start := time.Now()
+	deadline := start.Add(s.cfg.HealthDeadline)
+	passes, tries := 0, 0
+	var last error
+	for {
+		tries++
+		t := time.Now()
+		err := s.prober.Check(ctx, addr)
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w: cancelled after %d tries in %s", ErrHealth, tries, time.Since(start).Round(time.Millisecond))
+		}
+		if err == nil {
+			passes++
+			ev("health", fmt.Sprintf("try %d: ok (%d/%d passes)", tries, passes, s.cfg.HealthPasses), time.Since(t))
+			if passes >= s.cfg.HealthPasses {
+				return nil
+			}
+		} else {
+			if passes > 0 || tries == 1 || tries%5 == 0 {
+				ev("health", fmt.Sprintf("try %d: %v", tries, err), time.Since(t))
+			}
+			passes = 0
+			last = err
+		}
+		if time.Now().Add(s.cfg.HealthInterval).After(deadline) {
+			return fmt.Errorf("%w: %d/%d passes after %d tries in %s: last error: %v", ErrHealth,
+				passes, s.cfg.HealthPasses, tries, time.Since(start).Round(time.Millisecond), last)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: cancelled after %d tries", ErrHealth, tries)
+		case <-time.After(s.cfg.HealthInterval):
+		}
+	}
+}
+
+// drain waits for c's in-flight count to reach zero or the drain deadline,
+// reporting progress each second. It returns how many were left.
+func (s *Switcher) drain(ctx context.Context, c Color, ev func(string, string, time.Duration)) int64 {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DrainTimeout)
+	defer cancel()
+	poll := time.NewTicker(5 * time.Millisecond)
+	defer poll.Stop()
+	report := time.Now().Add(time.Second)
+	for {
+		n := s.router.InFlight(c)
+		if n == 0 {
+			return 0
+		}
+		if time.Now().After(report) {
+			ev("drain", fmt.Sprintf("draining %s: %d request(s) in flight", c, n), 0)
+			report = report.Add(time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			return s.router.InFlight(c)
+		case <-poll.C:
+		}
+	}
+}
+
+func (s *Switcher) record(res Result, started time.Time, err error) {
+	d := state.Deploy{
+		ID: res.ID, Kind: "switch", From: res.From.String(), To: res.To.String(),
+		Started: started.UTC(), Duration: time.Since(started), OK: err == nil, Drained: res.Drained,
+	}
+	if err != nil {
+		d.Error = err.Error()
+	}
+	s.mu.Lock()
+	s.st.History = append(s.st.History, d)
+	if len(s.st.History) > state.MaxHistory {
+		s.st.History = s.st.History[len(s.st.History)-state.MaxHistory:]
+	}
+	s.mu.Unlock()
+	if err := s.save(); err != nil {
+		s.logger.Error("save state after switch", "err", err)
+	}
+}
+
+func (s *Switcher) save() error {
+	s.mu.Lock()
+	st := s.st
+	st.Updated = time.Now().UTC()
+	st.History = append([]state.Deploy(nil), s.st.History...)
+	s.mu.Unlock()
+	return s.store.Save(st)
+}
+
+// Monitor checks both colours every MonitorEvery until ctx is done, so that
+// status can show each app's health. Run it in its own goroutine.
+func (s *Switcher) Monitor(ctx context.Context) {
+	t := time.NewTicker(s.cfg.MonitorEvery)
+	defer t.Stop()
+	for {
+		for _, c := range Colors {
+			cctx, cancel := context.WithTimeout(ctx, s.cfg.MonitorEvery)
+			err := s.prober.Check(cctx, s.cfg.Addrs[c])
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			s.setHealth(c, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Switcher) setHealth(c Color, err error) {
+	now := time.Now().UTC()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := &s.health[c]
+	healthy := err == nil
+	if !h.checkedOK || h.Healthy != healthy {
+		h.Since = now
+		if h.checkedOK || !healthy {
+			s.logger.Info("health changed", "color", c, "healthy", healthy, "err", err)
+		}
+	}
+	h.checkedOK = true
+	h.Checked = now
+	h.Healthy = healthy
+	h.Error = ""
+	if err != nil {
+		h.Error = err.Error()
+	}
+}
+
+// UpstreamStatus is one colour's part of Status.
+type UpstreamStatus struct {
+	Color    string  `json:"color"`
+	Addr     string  `json:"addr"`
+	Live     bool    `json:"live"`
+	InFlight int64   `json:"in_flight"`
+	Health   *Health `json:"health,omitempty"` // nil until first checked
+}
+
+// Status is a snapshot of the switcher for the admin API.
+type Status struct {
+	Live      string           `json:"live"`
+	Upstreams []UpstreamStatus `json:"upstreams"`
+	Operation *Operation       `json:"operation,omitempty"`
+	History   []state.Deploy   `json:"history"`
+}
+
+// Status returns a snapshot.
+func (s *Switcher) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Status{Live: s.live.String(), History: append([]state.Deploy{}, s.st.History...)}
+	for _, c := range Colors {
+		us := UpstreamStatus{Color: c.String(), Addr: s.cfg.Addrs[c], Live: c == s.live, InFlight: s.router.InFlight(c)}
+		if s.health[c].checkedOK {
+			h := s.health[c]
+			us.Health = &h
+		}
+		st.Upstreams = append(st.Upstreams, us)
+	}
+	if s.current != nil {
+		op := *s.current
+		st.Operation = &op
+	}
+	return st
+}
+
+func newID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return time.Now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
+}
