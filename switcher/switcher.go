@@ -33,6 +33,9 @@ const (
 	DefaultDrainTimeout   = 30 * time.Second
 	DefaultStopTimeout    = 10 * time.Second
 	DefaultMonitorEvery   = time.Second
+	// ConfirmInterval spaces the passing health checks that confirm a
+	// first pass (HealthInterval if that is shorter).
+	ConfirmInterval = 50 * time.Millisecond
 )
 
 // Errors a caller can act on.
@@ -371,14 +374,22 @@ func (s *Switcher) waitHealthy(ctx context.Context, c Color, ev func(string, str
 			passes = 0
 			last = err
 		}
-		if time.Now().Add(s.cfg.HealthInterval).After(deadline) {
+		// Once a check passes, the app is up: the confirming checks follow
+		// closely, since they only guard against an app that dies right
+		// after binding. Waiting a full interval for each would add
+		// (passes-1)*interval to every deploy's reaction time.
+		wait := s.cfg.HealthInterval
+		if passes > 0 {
+			wait = min(wait, ConfirmInterval)
+		}
+		if time.Now().Add(wait).After(deadline) {
 			return fmt.Errorf("%w: %d/%d passes after %d tries in %s: last error: %v", ErrHealth,
 				passes, s.cfg.HealthPasses, tries, time.Since(start).Round(time.Millisecond), last)
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w: cancelled after %d tries", ErrHealth, tries)
-		case <-time.After(s.cfg.HealthInterval):
+		case <-time.After(wait):
 		}
 	}
 }

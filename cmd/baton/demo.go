@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -77,7 +79,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("demo: %w", err)
 	}
 	addrs := [2]string{"127.0.0.1:" + strconv.Itoa(ports[0]), "127.0.0.1:" + strconv.Itoa(ports[1])}
-	apps := &demoApps{exe: exe, stderr: stderr}
+	apps := &demoApps{exe: exe}
+	if verbose {
+		apps.stderr = stderr
+	}
 	defer apps.stopAll()
 
 	fmt.Fprintf(stdout, "starting app v1 on %s (blue)\n", addrs[switcher.Blue])
@@ -132,14 +137,19 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			switchErr = err
 			break
 		}
+		var swapped time.Time
 		res, err := sw.Switch(ctx, switcher.SwitchRequest{}, func(e switcher.Event) {
+			if e.Step == "swap" {
+				swapped = e.Time
+			}
 			fmt.Fprintf(stdout, "  %-6s %s\n", e.Step, e.Message)
 		})
 		if err != nil {
 			switchErr = err
 			break
 		}
-		fmt.Fprintf(stdout, "  done in %s\n\n", res.Duration.Round(time.Millisecond))
+		fmt.Fprintf(stdout, "  done in %s; %s was routed %s after it started listening\n\n",
+			res.Duration.Round(time.Millisecond), v, swapped.Sub(apps.listenedAt(v)).Round(time.Millisecond))
 		sleepCtx(ctx, 500*time.Millisecond)
 	}
 	sleepCtx(ctx, 500*time.Millisecond)
@@ -156,18 +166,24 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-// demoApps starts sample app processes and reaps them.
+// demoApps starts sample app processes, notes when each starts listening,
+// and reaps them.
 type demoApps struct {
-	exe    string
-	stderr io.Writer
-	mu     sync.Mutex
-	cmds   []*exec.Cmd
-	wg     sync.WaitGroup
+	exe      string
+	stderr   io.Writer // app logs; nil discards them
+	mu       sync.Mutex
+	cmds     []*exec.Cmd
+	listened map[string]time.Time // by version
+	wg       sync.WaitGroup
 }
 
 func (a *demoApps) start(addr, version string, delay time.Duration) error {
 	cmd := exec.Command(a.exe, sampleAppCommand, "--addr", addr, "--version", version, "--startup-delay", delay.String())
 	cmd.Stderr = a.stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return fmt.Errorf("start app %s: %w", version, err)
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start app %s: %w", version, err)
 	}
@@ -177,9 +193,26 @@ func (a *demoApps) start(addr, version string, delay time.Duration) error {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "listening on") {
+				a.mu.Lock()
+				if a.listened == nil {
+					a.listened = map[string]time.Time{}
+				}
+				a.listened[version] = time.Now()
+				a.mu.Unlock()
+			}
+		}
 		_ = cmd.Wait() // reap; the switcher stops old apps by port
 	}()
 	return nil
+}
+
+func (a *demoApps) listenedAt(version string) time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.listened[version]
 }
 
 func (a *demoApps) stopAll() {
