@@ -40,6 +40,9 @@ type Config struct {
 	// Metrics, if set, is served at GET /metrics (behind the same auth).
 	Metrics http.Handler
 	Logger  *slog.Logger
+	// Deploy configures POST /v1/deploy, served when the Controller is
+	// also a Deployer.
+	Deploy DeployConfig
 }
 
 // Server is the admin API. Create it with New; it is safe for concurrent use.
@@ -58,6 +61,9 @@ func New(cfg Config, ctl Controller) *Server {
 	}
 	s.mux.Handle("GET /v1/status", s.handle(s.status))
 	s.mux.Handle("POST /v1/switch", s.handle(s.switchColor))
+	if d, ok := ctl.(Deployer); ok {
+		s.mux.Handle("POST /v1/deploy", s.handle(s.deploy(d)))
+	}
 	if cfg.Metrics != nil {
 		s.mux.Handle("GET /metrics", cfg.Metrics)
 	}
@@ -169,7 +175,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
-var knownPaths = map[string]string{"/v1/status": "GET", "/v1/switch": "POST", "/metrics": "GET"}
+var knownPaths = map[string]string{"/v1/status": "GET", "/v1/switch": "POST", "/v1/deploy": "POST", "/metrics": "GET"}
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
 	if allow, ok := knownPaths[r.URL.Path]; ok {
@@ -202,6 +208,7 @@ type StreamLine struct {
 	switcher.Event
 	OK     *bool         `json:"ok,omitempty"`
 	Result *SwitchResult `json:"result,omitempty"`
+	Deploy *DeployResult `json:"deploy,omitempty"` // the last line of a deploy
 }
 
 // SwitchResult is the summary carried by the last line of a switch.

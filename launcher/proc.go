@@ -1,6 +1,7 @@
-// Package launcher starts and stops app instances. This file finds and stops
-// processes that baton did not start itself: the app a user started on a
-// port, found as `fuser PORT/tcp` would find it, by reading /proc.
+// This file finds and stops processes that baton did not start itself: the
+// app a user started on a port, found as `fuser PORT/tcp` would find it, by
+// reading /proc.
+
 package launcher
 
 import (

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -41,6 +42,12 @@ type Options struct {
 	// Observer, if set, is told about every finished request and every
 	// upstream error. It is called on the request path and must be cheap.
 	Observer Observer
+	// TrustedProxies are the networks (load balancers, CDNs) whose
+	// X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host are believed:
+	// for a request from one of them X-Real-IP is the client they forwarded
+	// for. Nil trusts nobody: X-Real-IP is the socket peer, and any
+	// X-Forwarded-For the client sent is kept but only appended to.
+	TrustedProxies []netip.Prefix
 }
 
 // Observer receives request outcomes, e.g. to export metrics. Implementations
@@ -62,6 +69,7 @@ type Handler struct {
 	logger       *slog.Logger
 	retryTimeout time.Duration
 	observer     Observer
+	trusted      trustedProxies
 	errorLog     *slog.Logger
 	bufPool      bufferPool
 	mu           sync.Mutex // serialises Route; never taken by requests
@@ -74,6 +82,7 @@ func NewHandler(opts Options) *Handler {
 		logger:       opts.Logger,
 		retryTimeout: opts.RetryTimeout,
 		observer:     opts.Observer,
+		trusted:      opts.TrustedProxies,
 	}
 	if h.logger == nil {
 		h.logger = slog.New(slog.DiscardHandler)
@@ -146,12 +155,13 @@ func (h *Handler) newReverseProxy(u *Upstream) *httputil.ReverseProxy {
 			pr.Out.URL.Host = u.addr
 			// Append to the client's X-Forwarded-For as nginx's
 			// $proxy_add_x_forwarded_for does. X-Real-IP is the socket
-			// peer, the value an app can trust.
+			// peer (or the client a trusted proxy forwarded for), the
+			// value an app can trust.
 			if xff, ok := pr.In.Header["X-Forwarded-For"]; ok {
 				pr.Out.Header["X-Forwarded-For"] = xff
 			}
 			pr.SetXForwarded()
-			if ip, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+			if ip := h.clientIP(pr); ip != "" {
 				pr.Out.Header.Set("X-Real-Ip", ip)
 			}
 		},

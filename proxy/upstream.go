@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"sync"
@@ -30,7 +29,7 @@ type Upstream struct {
 	name      string
 	addr      string
 	url       *url.URL
-	transport *http.Transport
+	transport *transport // HTTP/1.1, no TLS, never via $HTTP_PROXY, never asks for compression
 	init      sync.Once
 	proxy     *httputil.ReverseProxy // set by the first Handler.Route
 	inFlight  atomic.Int64
@@ -47,25 +46,11 @@ func NewUpstream(name, addr string) (*Upstream, error) {
 	if host == "" || port == "" {
 		return nil, fmt.Errorf("upstream %s: address %q: want host:port", name, addr)
 	}
-	dialer := &net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: 30 * time.Second}
-	t := &http.Transport{
-		Proxy:                 nil, // never send app traffic through $HTTP_PROXY
-		DialContext:           dialer.DialContext,
-		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   DefaultMaxIdlePerHost,
-		IdleConnTimeout:       DefaultIdleConnTimeout,
-		ExpectContinueTimeout: time.Second,
-		// The client negotiates compression with the app; the proxy must not
-		// add Accept-Encoding on its own and then decompress behind its back.
-		DisableCompression: true,
-		// Apps speak HTTP/1.1 on loopback; no TLS to the upstream.
-		ForceAttemptHTTP2: false,
-	}
 	return &Upstream{
 		name:      name,
 		addr:      addr,
 		url:       &url.URL{Scheme: "http", Host: addr},
-		transport: t,
+		transport: newTransport(addr),
 	}, nil
 }
 

@@ -33,20 +33,29 @@ type State struct {
 	History   []Deploy            `json:"history,omitempty"`
 }
 
-// Instance is what baton knows of the app on one colour.
+// Instance is what baton knows of the app on one colour: for an instance
+// that baton launched, enough to find it again after a restart and stop it.
 type Instance struct {
 	AppVersion string    `json:"app_version,omitempty"`
 	Addr       string    `json:"addr"`
 	PID        int       `json:"pid,omitempty"`
-	Host       string    `json:"host,omitempty"`
+	Host       string    `json:"host,omitempty"` // "" for this machine; user@host:port over SSH
 	Artifact   string    `json:"artifact,omitempty"`
 	Started    time.Time `json:"started,omitzero"`
+	// ID marks the process (its BATON_INSTANCE environment variable), so
+	// that a PID reused by another process is never signalled.
+	ID string `json:"id,omitempty"`
+	// Log is the path of the instance's output log on its host.
+	Log string `json:"log,omitempty"`
+	// Launcher is "local" or "ssh": which launcher started it.
+	Launcher string `json:"launcher,omitempty"`
 }
 
 // Deploy is one past switch or deploy.
 type Deploy struct {
 	ID       string        `json:"id"`
-	Kind     string        `json:"kind"` // "switch" or "deploy"
+	Kind     string        `json:"kind"`              // "switch" or "deploy"
+	Version  string        `json:"version,omitempty"` // the app version a deploy started
 	From     string        `json:"from"`
 	To       string        `json:"to"`
 	Started  time.Time     `json:"started"`

@@ -35,3 +35,7 @@ func ParseColor(s string) (Color, error) {
 	}
 	return Blue, fmt.Errorf("colour %q: want blue or green: %w", s, ErrInvalid)
 }
+
+// MarshalText returns the colour's name, so that a Color reads "blue" or
+// "green" in JSON and in JSON logs rather than 0 or 1.
+func (c Color) MarshalText() ([]byte, error) { return []byte(c.String()), nil }

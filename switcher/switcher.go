@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/batonproxy/baton/state"
@@ -86,6 +87,7 @@ type Config struct {
 	StopTimeout    time.Duration
 	NoStop         bool          // leave the old app running after the drain
 	MonitorEvery   time.Duration // background health checks for status
+	Observer       Observer      // told of health checks, switches and the live colour; nil means none
 }
 
 func (c *Config) setDefaults() {
@@ -107,13 +109,17 @@ func (c *Config) setDefaults() {
 	if c.MonitorEvery <= 0 {
 		c.MonitorEvery = DefaultMonitorEvery
 	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
 }
 
 // Event is one step of an operation, as streamed to the caller and logged.
 type Event struct {
 	Time time.Time `json:"time"`
 	// Step is one of start, health, swap, persist, drain, close_idle, stop,
-	// done, failed.
+	// done, failed; a deploy adds prepare, install, launch and log (and the
+	// admin API an artifact step before start).
 	Step    string `json:"step"`
 	Message string `json:"message"`
 	// DurationMS is how long the step took, when it is a step's end.
@@ -136,7 +142,9 @@ type Result struct {
 	// after the swap; Abandoned is how many were still in flight when the
 	// drain deadline passed (0 on a clean drain).
 	Drained, Abandoned int64
-	Stopped            string
+	// DrainDuration is how long the drain took, deadline included.
+	DrainDuration time.Duration
+	Stopped       string
 }
 
 // Switcher owns the live colour and runs one operation at a time. It is safe
@@ -156,6 +164,7 @@ type Switcher struct {
 	live    Color
 	current *Operation
 	health  [2]Health
+	launch  launchState // see deploy.go
 }
 
 // Operation describes the running operation, for status.
@@ -215,6 +224,7 @@ func New(ctx context.Context, cfg Config, router Router, prober Prober, stopper 
 		return nil, err
 	}
 	router.Route(s.live)
+	cfg.Observer.Live(s.live, s.appVersion(s.live))
 	return s, nil
 }
 
@@ -247,20 +257,11 @@ func (s *Switcher) Addr(c Color) string { return s.cfg.Addrs[c] }
 // swap the switch always runs to the end, because stopping half-way would
 // leave an undrained, unstopped old app.
 func (s *Switcher) Switch(ctx context.Context, req SwitchRequest, emit func(Event)) (Result, error) {
-	if emit == nil {
-		emit = func(Event) {}
+	release, err := s.acquire()
+	if err != nil {
+		return Result{}, err
 	}
-	if !s.op.TryLock() {
-		s.mu.Lock()
-		cur := s.current
-		s.mu.Unlock()
-		if cur != nil {
-			return Result{}, fmt.Errorf("%w: %s to %s started %s ago (step %s)", ErrBusy, cur.Kind, cur.To,
-				time.Since(cur.Started).Round(time.Millisecond), cur.Step)
-		}
-		return Result{}, ErrBusy
-	}
-	defer s.op.Unlock()
+	defer release()
 
 	from := s.Live()
 	to := from.Other()
@@ -272,17 +273,58 @@ func (s *Switcher) Switch(ctx context.Context, req SwitchRequest, emit func(Even
 	}
 	res := Result{ID: newID(), From: from, To: to}
 	started := time.Now()
-	op := &Operation{ID: res.ID, Kind: "switch", To: to.String(), Started: started, Step: "start"}
+	ev, end := s.begin("switch", res.ID, to, started, emit)
+	defer end()
+	ev("start", fmt.Sprintf("switch %s: %s (%s) → %s (%s)", res.ID, from, s.cfg.Addrs[from], to, s.cfg.Addrs[to]), 0)
+
+	if err := s.waitHealthy(ctx, to, ev); err != nil {
+		err = fmt.Errorf("switch to %s: %w; %s keeps serving", to, err, from)
+		s.record("switch", "", res, started, err)
+		return res, err
+	}
+
+	// From here on the switch completes even if the caller goes away.
+	ctx = context.WithoutCancel(ctx)
+	s.handOver(ctx, &res, ev)
+	res.Stopped = s.stopOld(ctx, from, ev)
+	res.Duration = time.Since(started)
+	s.record("switch", "", res, started, nil)
+	return res, nil
+}
+
+// stepFunc reports one step of an operation: it updates the operation's
+// status, logs the step and emits an Event. d is the step's duration, 0 for
+// a progress note.
+type stepFunc func(step, msg string, d time.Duration)
+
+// acquire takes the operation lock, or returns ErrBusy naming the operation
+// that holds it. The caller must call release.
+func (s *Switcher) acquire() (release func(), err error) {
+	if !s.op.TryLock() {
+		s.mu.Lock()
+		cur := s.current
+		s.mu.Unlock()
+		if cur != nil {
+			return nil, fmt.Errorf("%w: %s to %s started %s ago (step %s)", ErrBusy, cur.Kind, cur.To,
+				time.Since(cur.Started).Round(time.Millisecond), cur.Step)
+		}
+		return nil, ErrBusy
+	}
+	return s.op.Unlock, nil
+}
+
+// begin publishes a running operation for status and returns the step
+// function that reports its steps to emit (which may be nil). end clears the
+// operation.
+func (s *Switcher) begin(kind, id string, to Color, started time.Time, emit func(Event)) (ev stepFunc, end func()) {
+	if emit == nil {
+		emit = func(Event) {}
+	}
+	op := &Operation{ID: id, Kind: kind, To: to.String(), Started: started, Step: "start"}
 	s.mu.Lock()
 	s.current = op
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.current = nil
-		s.mu.Unlock()
-	}()
-
-	ev := func(step, msg string, d time.Duration) {
+	ev = func(step, msg string, d time.Duration) {
 		s.mu.Lock()
 		op.Step = step
 		s.mu.Unlock()
@@ -290,19 +332,22 @@ func (s *Switcher) Switch(ctx context.Context, req SwitchRequest, emit func(Even
 		if d > 0 {
 			e.DurationMS = float64(d.Microseconds()) / 1000
 		}
-		s.logger.Info("switch "+step, "id", res.ID, "msg", msg, "duration", d)
+		s.logger.Info(kind+" "+step, "id", id, "msg", msg, "duration", d)
 		emit(e)
 	}
-	ev("start", fmt.Sprintf("switch %s: %s (%s) → %s (%s)", res.ID, from, s.cfg.Addrs[from], to, s.cfg.Addrs[to]), 0)
-
-	if err := s.waitHealthy(ctx, to, ev); err != nil {
-		err = fmt.Errorf("switch to %s: %w; %s keeps serving", to, err, from)
-		s.record(res, started, err)
-		return res, err
+	end = func() {
+		s.mu.Lock()
+		s.current = nil
+		s.mu.Unlock()
 	}
+	return ev, end
+}
 
-	// From here on the switch completes even if the caller goes away.
-	ctx = context.WithoutCancel(ctx)
+// handOver moves traffic from res.From to res.To once res.To is healthy:
+// swap the route, persist the state, drain res.From and close its idle
+// connections. It always runs to the end; ctx should not be cancellable.
+func (s *Switcher) handOver(ctx context.Context, res *Result, ev stepFunc) {
+	from, to := res.From, res.To
 	t := time.Now()
 	s.router.Route(to)
 	res.Drained = s.router.InFlight(from)
@@ -311,6 +356,7 @@ func (s *Switcher) Switch(ctx context.Context, req SwitchRequest, emit func(Even
 	s.st.Live = to.String()
 	s.mu.Unlock()
 	ev("swap", fmt.Sprintf("%s is live; %d request(s) in flight on %s", to, res.Drained, from), time.Since(t))
+	s.cfg.Observer.Live(to, s.appVersion(to))
 
 	t = time.Now()
 	if err := s.save(); err != nil {
@@ -323,28 +369,42 @@ func (s *Switcher) Switch(ctx context.Context, req SwitchRequest, emit func(Even
 
 	t = time.Now()
 	res.Abandoned = s.drain(ctx, from, ev)
+	res.DrainDuration = time.Since(t)
 	if res.Abandoned > 0 {
 		ev("drain", fmt.Sprintf("drain deadline %s passed with %d request(s) still in flight on %s", s.cfg.DrainTimeout, res.Abandoned, from), time.Since(t))
 	} else {
 		ev("drain", fmt.Sprintf("%s drained", from), time.Since(t))
 	}
 	s.router.CloseIdle(from)
+}
 
+// stopOld stops the app of colour c after its drain, unless NoStop is set:
+// through the launcher that started it if baton did, else by its address
+// (Stopper). It returns what it did; a failure to stop is reported, not
+// returned, because traffic has already moved.
+func (s *Switcher) stopOld(ctx context.Context, c Color, ev stepFunc) string {
 	if s.cfg.NoStop {
-		ev("stop", fmt.Sprintf("left %s (%s) running (--no-stop)", from, s.cfg.Addrs[from]), 0)
-	} else {
-		t = time.Now()
-		desc, err := s.stopper.Stop(ctx, s.cfg.Addrs[from], s.cfg.StopTimeout)
-		if err != nil {
-			// The switch itself succeeded; report the leftover process.
-			desc = "could not stop old app: " + err.Error()
-		}
-		res.Stopped = desc
-		ev("stop", desc, time.Since(t))
+		ev("stop", fmt.Sprintf("left %s (%s) running (--no-stop)", c, s.cfg.Addrs[c]), 0)
+		return ""
 	}
-	res.Duration = time.Since(started)
-	s.record(res, started, nil)
-	return res, nil
+	t := time.Now()
+	var (
+		desc string
+		err  error
+	)
+	if p := s.process(c); p != nil {
+		desc, err = p.Stop(ctx, syscall.SIGTERM, s.cfg.StopTimeout)
+	} else {
+		desc, err = s.stopper.Stop(ctx, s.cfg.Addrs[c], s.cfg.StopTimeout)
+	}
+	if err != nil {
+		// The switch itself succeeded; report the leftover process.
+		desc = "could not stop old app: " + err.Error()
+	} else {
+		s.forget(c)
+	}
+	ev("stop", desc, time.Since(t))
+	return desc
 }
 
 // waitHealthy polls the target until HealthPasses checks pass in a row.
@@ -361,6 +421,7 @@ func (s *Switcher) waitHealthy(ctx context.Context, c Color, ev func(string, str
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w: cancelled after %d tries in %s", ErrHealth, tries, time.Since(start).Round(time.Millisecond))
 		}
+		s.cfg.Observer.HealthCheck(c, err, time.Since(t))
 		if err == nil {
 			passes++
 			ev("health", fmt.Sprintf("try %d: ok (%d/%d passes)", tries, passes, s.cfg.HealthPasses), time.Since(t))
@@ -419,9 +480,9 @@ func (s *Switcher) drain(ctx context.Context, c Color, ev func(string, string, t
 	}
 }
 
-func (s *Switcher) record(res Result, started time.Time, err error) {
+func (s *Switcher) record(kind, version string, res Result, started time.Time, err error) {
 	d := state.Deploy{
-		ID: res.ID, Kind: "switch", From: res.From.String(), To: res.To.String(),
+		ID: res.ID, Kind: kind, Version: version, From: res.From.String(), To: res.To.String(),
 		Started: started.UTC(), Duration: time.Since(started), OK: err == nil, Drained: res.Drained,
 	}
 	if err != nil {
@@ -434,8 +495,9 @@ func (s *Switcher) record(res Result, started time.Time, err error) {
 	}
 	s.mu.Unlock()
 	if err := s.save(); err != nil {
-		s.logger.Error("save state after switch", "err", err)
+		s.logger.Error("save state after "+kind, "err", err)
 	}
+	s.cfg.Observer.SwitchDone(res, err)
 }
 
 func (s *Switcher) save() error {
@@ -455,11 +517,13 @@ func (s *Switcher) Monitor(ctx context.Context) {
 	for {
 		for _, c := range Colors {
 			cctx, cancel := context.WithTimeout(ctx, s.cfg.MonitorEvery)
+			t0 := time.Now()
 			err := s.prober.Check(cctx, s.cfg.Addrs[c])
 			cancel()
 			if ctx.Err() != nil {
 				return
 			}
+			s.cfg.Observer.HealthCheck(c, err, time.Since(t0))
 			s.setHealth(c, err)
 		}
 		select {
@@ -498,6 +562,9 @@ type UpstreamStatus struct {
 	Live     bool    `json:"live"`
 	InFlight int64   `json:"in_flight"`
 	Health   *Health `json:"health,omitempty"` // nil until first checked
+	// Instance is what baton recorded of the app it launched on this
+	// colour; nil if it launched none.
+	Instance *state.Instance `json:"instance,omitempty"`
 }
 
 // Status is a snapshot of the switcher for the admin API.
@@ -515,6 +582,9 @@ func (s *Switcher) Status() Status {
 	st := Status{Live: s.live.String(), History: append([]state.Deploy{}, s.st.History...)}
 	for _, c := range Colors {
 		us := UpstreamStatus{Color: c.String(), Addr: s.cfg.Addrs[c], Live: c == s.live, InFlight: s.router.InFlight(c)}
+		if inst, ok := s.st.Instances[c.String()]; ok {
+			us.Instance = &inst
+		}
 		if s.health[c].checkedOK {
 			h := s.health[c]
 			us.Health = &h

@@ -54,11 +54,18 @@ func (c *adminClient) do(ctx context.Context, method, path string, body io.Reade
 	if err != nil {
 		return nil, err
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	return c.send(req)
+}
+
+// send adds the token to req, sends it, and turns an answer of 300 or more
+// into an error carrying the API's message.
+func (c *adminClient) send(req *http.Request) (*http.Response, error) {
+	method, path := req.Method, req.URL.Path
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/health"
-	"github.com/batonproxy/baton/internal/loadgen"
 	"github.com/batonproxy/baton/internal/sampleapp"
 	"github.com/batonproxy/baton/launcher"
+	"github.com/batonproxy/baton/probe"
 	"github.com/batonproxy/baton/proxy"
 	"github.com/batonproxy/baton/state"
 	"github.com/batonproxy/baton/switcher"
@@ -39,8 +39,8 @@ Runs baton's main job on loopback with nothing to configure: starts the
 sample app (version v1) as a real process, puts baton in front of it, sends
 steady load (keep-alive, new-connection, slow and POST requests), and deploys
 new versions one after the other: start vN+1 on the idle port, switch,
-drain, stop the old process. Prints each step and the failed-request count;
-exits 1 if any request failed.`
+drain, stop the old process. Prints each step and the probe's summary,
+writes its timeline plot (--plot), and exits 1 if any request failed.`
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
@@ -48,12 +48,14 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		rate         int
 		startupDelay time.Duration
 		verbose      bool
+		plot         string
 	)
 	fs := newFlagSet("demo", demoSynopsis, stdout)
 	fs.IntVar(&switches, "switches", 5, "how many deploys to run")
 	fs.IntVar(&rate, "rate", 500, "requests per second of load")
 	fs.DurationVar(&startupDelay, "startup-delay", time.Second, "how long each new app version takes to start")
 	fs.BoolVar(&verbose, "verbose", false, "log baton's internals too")
+	fs.StringVar(&plot, "plot", "baton-demo-timeline.svg", "write the probe's timeline to `file` (.svg or .png); empty for none")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -116,16 +118,15 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer srv.Close()
 	fmt.Fprintf(stdout, "baton listening on %s, live: %s; sending %d req/s\n\n", ln.Addr(), sw.Live(), rate)
 
-	loadCtx, stopLoad := context.WithCancel(ctx)
-	defer stopLoad()
-	reportc := make(chan *loadgen.Report, 1)
-	go func() {
-		reportc <- loadgen.Run(loadCtx, loadgen.Config{
-			Target: ln.Addr().String(), Rate: rate, KeepAliveConns: 16,
-			NewConnFraction: 0.1, SlowFraction: 0.05, SlowMin: 300 * time.Millisecond, SlowMax: 2 * time.Second,
-			PostFraction: 0.1,
-		})
-	}()
+	prb, err := probe.Start(ctx, probe.Config{
+		URL: "http://" + ln.Addr().String() + "/", Rate: rate, KeepAliveConns: 16,
+		NewConnFraction: 0.1, SlowFraction: 0.05, SlowMin: 300 * time.Millisecond, SlowMax: 2 * time.Second,
+		PostFraction: 0.1, CheckEcho: true,
+	})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer prb.Stop()
 	sleepCtx(ctx, time.Second)
 
 	var switchErr error
@@ -138,12 +139,15 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			break
 		}
 		var swapped time.Time
+		mark := probe.Mark{Start: time.Now(), Label: fmt.Sprintf("%s→%s %s", idle.Other(), idle, v)}
 		res, err := sw.Switch(ctx, switcher.SwitchRequest{}, func(e switcher.Event) {
 			if e.Step == "swap" {
 				swapped = e.Time
 			}
 			fmt.Fprintf(stdout, "  %-6s %s\n", e.Step, e.Message)
 		})
+		mark.At, mark.End, mark.Failed = swapped, time.Now(), err != nil
+		prb.Mark(mark)
 		if err != nil {
 			switchErr = err
 			break
@@ -153,9 +157,14 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		sleepCtx(ctx, 500*time.Millisecond)
 	}
 	sleepCtx(ctx, 500*time.Millisecond)
-	stopLoad()
-	rep := <-reportc
-	fmt.Fprintf(stdout, "load summary:\n%s\n", rep.Summary())
+	rep := prb.Stop()
+	fmt.Fprintf(stdout, "probe summary:\n%s", rep.Summary(0))
+	if plot != "" {
+		if err := rep.WritePlotFile(plot); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		fmt.Fprintf(stdout, "timeline plot: %s\n", plot)
+	}
 	if switchErr != nil {
 		return fmt.Errorf("demo: %w", switchErr)
 	}

@@ -33,9 +33,11 @@ Usage:
 
 Commands:
   serve     run the proxy and the admin API
+  deploy    ship a new version: start it on the idle colour, health check, switch, stop old
   switch    move traffic to the other colour (health check, swap, drain, stop old)
   status    show the live colour, each app's health and the last switches
   demo      run a self-contained demo: two app versions, switches under load
+  probe     send steady load at a URL and report what users saw (CI gate, timeline plot)
   version   print baton's version
 
 Run 'baton <command> --help' for a command's flags.
@@ -61,10 +63,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "serve":
 		err = runServe(ctx, rest, stdout, stderr)
+	case "deploy":
+		err = runDeploy(ctx, rest, stdout, stderr)
 	case "switch":
 		err = runSwitch(ctx, rest, stdout, stderr)
 	case "status":
 		err = runStatus(ctx, rest, stdout, stderr)
+	case "probe":
+		err = runProbe(ctx, rest, stdout, stderr)
 	case "demo":
 		err = runDemo(ctx, rest, stdout, stderr)
 	case "version":

@@ -17,7 +17,6 @@ import (
 
 	"github.com/batonproxy/baton/admin"
 	"github.com/batonproxy/baton/health"
-	"github.com/batonproxy/baton/launcher"
 	"github.com/batonproxy/baton/proxy"
 	"github.com/batonproxy/baton/state"
 	"github.com/batonproxy/baton/switcher"
@@ -53,10 +52,14 @@ type serveConfig struct {
 	ShutdownGrace  time.Duration
 	LogFormat      string
 	LogLevel       string
+	Edge           edgeConfig    // TLS, limits, client IPs: serve_edge.go
+	Observe        observeConfig // metrics listener, access log: serve_observe.go
+	Launch         launchConfig  // deploys: --run, --ssh: serve_launch.go
 }
 
 func (c *serveConfig) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http", ":80", "public HTTP listen `address`")
+	c.Edge.flags(fs)
 	fs.StringVar(&c.Blue, "blue", "127.0.0.1:8080", "blue app `host:port`")
 	fs.StringVar(&c.Green, "green", "127.0.0.1:8081", "green app `host:port`")
 	fs.StringVar(&c.AdminAddr, "admin", "127.0.0.1:9900", "admin API listen `address` (loopback unless a token is set)")
@@ -74,6 +77,8 @@ func (c *serveConfig) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long to let requests in flight finish")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	c.Observe.flags(fs)
+	c.Launch.flags(fs)
 }
 
 func (c *serveConfig) validate() error {
@@ -102,6 +107,12 @@ func (c *serveConfig) validate() error {
 		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Edge.validate(c.HTTPAddr); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Launch.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -135,11 +146,16 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	if err != nil {
 		return err
 	}
-	h := proxy.NewHandler(proxy.Options{Logger: logger, RetryTimeout: cfg.RetryTimeout})
+	obs, err := newObservability(cfg.Observe, logger)
+	if err != nil {
+		return err
+	}
+	h := proxy.NewHandler(proxy.Options{Logger: logger, RetryTimeout: cfg.RetryTimeout, TrustedProxies: cfg.Edge.trusted, Observer: obs.proxyObserver()})
 	rt, err := newRouter(h, cfg.Blue, cfg.Green)
 	if err != nil {
 		return err
 	}
+	obs.track(rt)
 	sw, err := switcher.New(ctx, switcher.Config{
 		Addrs:          [2]string{cfg.Blue, cfg.Green},
 		HealthPasses:   cfg.HealthPasses,
@@ -148,43 +164,43 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 		DrainTimeout:   cfg.DrainTimeout,
 		StopTimeout:    cfg.StopTimeout,
 		NoStop:         cfg.NoStop,
-	}, rt, health.New(cfg.HealthPath, cfg.HealthTimeout), launcher.PortStopper{}, store, logger)
+		Observer:       obs.metrics,
+	}, rt, health.New(cfg.HealthPath, cfg.HealthTimeout), cfg.Launch.stopper(), store, logger)
 	if err != nil {
 		return err
 	}
-
-	// All listeners are opened here, in one place, so that they can later be
-	// handed over to a new baton process or taken from systemd.
-	publicLn, err := net.Listen("tcp", cfg.HTTPAddr)
+	closeLauncher, err := cfg.Launch.attach(sw, store.Dir(), logger)
 	if err != nil {
-		return fmt.Errorf("public listener: %w", err)
+		return err
 	}
-	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
-	if err != nil {
-		publicLn.Close()
-		return fmt.Errorf("admin listener: %w", err)
-	}
+	defer closeLauncher()
 
-	public := &http.Server{
-		Handler: h,
-		// Stops slowloris clients that trickle headers, without limiting
-		// slow bodies: uploads and downloads may legitimately take long.
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	// All listeners (public and admin) are opened by startEdge, in one
+	// place, so that they can later be handed over to a new baton process
+	// or taken from systemd.
+	pub, err := startEdge(cfg, h, logger)
+	if err != nil {
+		return err
 	}
-	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger}, sw).NewHTTPServer()
+	defer pub.close()
+	metricsLn, err := obs.listen() // nil without --metrics
+	if err != nil {
+		return err
+	}
+	stopMetrics := obs.serve(metricsLn)
+	defer stopMetrics()
+	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger, Metrics: obs.metrics.Handler(),
+		Deploy: cfg.Launch.adminConfig(store.Dir())}, sw).NewHTTPServer()
 
 	monitorCtx, stopMonitor := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopMonitor()
 	go sw.Monitor(monitorCtx)
 
 	errc := make(chan error, 2)
-	go func() { errc <- serveOn(public, publicLn, "public") }()
-	go func() { errc <- serveOn(adm, adminLn, "admin") }()
-	logger.Info("baton serving", "version", version, "http", publicLn.Addr().String(), "admin", adminLn.Addr().String(),
-		"live", sw.Live(), "blue", cfg.Blue, "green", cfg.Green, "state", store.Path(), "admin_auth", token != "")
+	go func() { errc <- pub.run() }()
+	go func() { errc <- serveOn(adm, pub.lns.Admin, "admin") }()
+	logger.Info("baton serving", append(pub.logAttrs(), "version", version, "admin", pub.lns.Admin.Addr().String(),
+		"live", sw.Live(), "blue", cfg.Blue, "green", cfg.Green, "state", store.Path(), "admin_auth", token != "")...)
 
 	select {
 	case err = <-errc:
@@ -194,7 +210,7 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, s := range []*http.Server{public, adm} {
+	for _, s := range append(pub.httpServers(), adm) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -238,9 +254,9 @@ func newRouter(h *proxy.Handler, blue, green string) (*router, error) {
 	return r, nil
 }
 
-func (r *router) Route(c switcher.Color)             { r.h.Route(r.ups[c]) }
-func (r *router) InFlight(c switcher.Color) int64    { return r.ups[c].InFlight() }
-func (r *router) CloseIdle(c switcher.Color)         { r.ups[c].CloseIdleConnections() }
+func (r *router) Route(c switcher.Color)          { r.h.Route(r.ups[c]) }
+func (r *router) InFlight(c switcher.Color) int64 { return r.ups[c].InFlight() }
+func (r *router) CloseIdle(c switcher.Color)      { r.ups[c].CloseIdleConnections() }
 
 // readToken returns the admin token from file if given, else from
 // $BATON_ADMIN_TOKEN. An empty or unreadable file is an error, not "no token".

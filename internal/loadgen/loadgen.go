@@ -14,7 +14,8 @@
 // the k-th request due k/Rate after the start) and picks each request's kind
 // at random from the fractions in Config:
 //
-//   - "keepalive" (GET Path) and "post" (POST /echo with a 1-16 KiB body) go
+//   - "keepalive" (GET Path) and "post" (POST PostPath, /echo by default,
+//     with a 1-16 KiB body) go
 //     to KeepAliveConns workers, each holding one keep-alive connection. A
 //     worker reconnects, for its next request, after a failure or an answer
 //     with "Connection: close" (the latter is not a failure).
@@ -33,13 +34,18 @@
 //
 // POST requests expect the sample app's /echo answer, "<version> <bytes
 // read>", and count a byte count that differs from what was sent as a
-// failure.
+// failure (unless SkipEchoCheck is set).
+//
+// The version that answered is read from the VersionHeader response header
+// (X-App-Version by default) or, with VersionFromBody and no such header,
+// from the first word of the body.
 package loadgen
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -65,6 +71,10 @@ const (
 // Defaults for the zero values of Config fields.
 const (
 	DefaultPath       = "/"
+	DefaultSlowPath   = "/slow"
+	DefaultPostPath   = "/echo"
+	// DefaultVersionHeader is the sample app's version header.
+	DefaultVersionHeader = "X-App-Version"
 	DefaultTimeout    = 10 * time.Second
 	DefaultSlowMin    = 500 * time.Millisecond
 	DefaultSlowMax    = 2 * time.Second
@@ -103,7 +113,7 @@ type Config struct {
 	// NewConnFraction is the fraction of requests sent on a fresh
 	// connection with "Connection: close".
 	NewConnFraction float64
-	// SlowFraction is the fraction of requests that are GET /slow?ms=X,
+	// SlowFraction is the fraction of requests that are GET SlowPath?ms=X,
 	// each on a fresh connection, with X uniform in [SlowMin, SlowMax]
 	// (millisecond resolution).
 	SlowFraction float64
@@ -122,6 +132,24 @@ type Config struct {
 	// MaxOneShot bounds how many "newconn" and "slow" requests may be in
 	// flight at once; 0 means DefaultMaxOneShot.
 	MaxOneShot int
+	// SlowPath is the path of "slow" requests, to which "?ms=X" is
+	// appended; empty means DefaultSlowPath.
+	SlowPath string
+	// PostPath is the path of "post" requests; empty means
+	// DefaultPostPath.
+	PostPath string
+	// SkipEchoCheck accepts any 2xx answer to a POST instead of checking
+	// the sample app's "<version> <bytes read>" answer.
+	SkipEchoCheck bool
+	// VersionHeader is the response header naming the version that
+	// answered; empty means DefaultVersionHeader.
+	VersionHeader string
+	// VersionFromBody, when the answer has no VersionHeader, takes the
+	// version from the first word of the body (of its first 64 bytes).
+	VersionFromBody bool
+	// TLS, if set, makes every connection a TLS client connection with
+	// this configuration (set its ServerName).
+	TLS *tls.Config
 }
 
 // Validate reports every problem with c, joined, or nil.
@@ -135,8 +163,16 @@ func (c Config) Validate() error {
 	if strings.ContainsAny(c.Host, " \r\n") {
 		errs = append(errs, fmt.Errorf("host %q contains a space or a line break", c.Host))
 	}
-	if c.Path != "" && (!strings.HasPrefix(c.Path, "/") || strings.ContainsAny(c.Path, " \r\n")) {
-		errs = append(errs, fmt.Errorf("path %q: want an absolute path without spaces", c.Path))
+	for _, p := range []struct{ name, v string }{{"path", c.Path}, {"slow path", c.SlowPath}, {"post path", c.PostPath}} {
+		if p.v != "" && (!strings.HasPrefix(p.v, "/") || strings.ContainsAny(p.v, " \r\n")) {
+			errs = append(errs, fmt.Errorf("%s %q: want an absolute path without spaces", p.name, p.v))
+		}
+	}
+	if strings.Contains(c.SlowPath, "?") {
+		errs = append(errs, fmt.Errorf("slow path %q: want no query; ?ms=X is appended", c.SlowPath))
+	}
+	if strings.ContainsAny(c.VersionHeader, " :\r\n") {
+		errs = append(errs, fmt.Errorf("version header %q: want a header name", c.VersionHeader))
 	}
 	if c.Rate < 0 {
 		errs = append(errs, fmt.Errorf("rate %d is negative", c.Rate))
@@ -177,6 +213,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Path == "" {
 		c.Path = DefaultPath
+	}
+	if c.SlowPath == "" {
+		c.SlowPath = DefaultSlowPath
+	}
+	if c.PostPath == "" {
+		c.PostPath = DefaultPostPath
+	}
+	if c.VersionHeader == "" {
+		c.VersionHeader = DefaultVersionHeader
 	}
 	if c.KeepAliveConns == 0 {
 		c.KeepAliveConns = 1
@@ -395,7 +440,13 @@ func (c *client) do(j job) Result {
 
 	if c.conn == nil {
 		d := net.Dialer{Deadline: deadline}
-		conn, err := d.Dial("tcp", cfg.Target)
+		var conn net.Conn
+		var err error
+		if cfg.TLS != nil {
+			conn, err = (&tls.Dialer{NetDialer: &d, Config: cfg.TLS}).Dial("tcp", cfg.Target)
+		} else {
+			conn, err = d.Dial("tcp", cfg.Target)
+		}
 		if err != nil {
 			return c.fail(res, start, "dial", err)
 		}
@@ -426,16 +477,22 @@ func (c *client) do(j job) Result {
 		return c.fail(res, start, "read response", err)
 	}
 	res.Status = resp.StatusCode
-	res.Version = c.intern(resp.Header.Get("X-App-Version"))
-	if j.kind == KindPost {
+	version := resp.Header.Get(cfg.VersionHeader)
+	bodyVersion := version == "" && cfg.VersionFromBody
+	switch {
+	case j.kind == KindPost || bodyVersion:
 		c.body, err = appendAll(c.body[:0], io.LimitReader(resp.Body, 256))
 		if err == nil {
 			_, err = io.Copy(io.Discard, resp.Body)
 		}
-	} else {
+		if bodyVersion {
+			version = firstWord(c.body)
+		}
+	default:
 		_, err = io.Copy(io.Discard, resp.Body)
 	}
 	resp.Body.Close()
+	res.Version = c.intern(version)
 	if err != nil {
 		return c.fail(res, start, "read body", err)
 	}
@@ -443,7 +500,7 @@ func (c *client) do(j job) Result {
 		c.close()
 	}
 	res.Duration = time.Since(start)
-	if j.kind == KindPost && res.Status/100 == 2 {
+	if j.kind == KindPost && res.Status/100 == 2 && !cfg.SkipEchoCheck {
 		if err := checkEcho(c.body, j.size); err != nil {
 			res.Err = err.Error()
 			res.Class = ClassOther
@@ -476,9 +533,13 @@ func (c *client) intern(v string) string {
 func appendHead(b []byte, cfg *Config, j job, connClose bool) []byte {
 	switch j.kind {
 	case KindPost:
-		b = append(b, "POST /echo HTTP/1.1\r\n"...)
+		b = append(b, "POST "...)
+		b = append(b, cfg.PostPath...)
+		b = append(b, " HTTP/1.1\r\n"...)
 	case KindSlow:
-		b = append(b, "GET /slow?ms="...)
+		b = append(b, "GET "...)
+		b = append(b, cfg.SlowPath...)
+		b = append(b, "?ms="...)
 		b = strconv.AppendInt(b, j.slow.Milliseconds(), 10)
 		b = append(b, " HTTP/1.1\r\n"...)
 	default:
@@ -533,4 +594,14 @@ func checkEcho(body []byte, sent int) error {
 		return fmt.Errorf("echo: sent %d bytes, server read %d", sent, got)
 	}
 	return nil
+}
+
+// firstWord returns the first space-separated word of the first 64 bytes of
+// b, for a version written at the start of a body.
+func firstWord(b []byte) string {
+	b = b[:min(len(b), 64)]
+	if i := bytes.IndexAny(b, " \t\r\n"); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
 }

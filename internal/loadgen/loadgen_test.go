@@ -325,7 +325,7 @@ func TestRunInvalidConfig(t *testing.T) {
 }
 
 func TestAppendHead(t *testing.T) {
-	cfg := Config{Target: "127.0.0.1:1", Host: "app.test", Path: "/p"}
+	cfg := Config{Target: "127.0.0.1:1", Host: "app.test", Path: "/p"}.withDefaults()
 	tests := []struct {
 		j         job
 		connClose bool

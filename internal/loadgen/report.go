@@ -33,7 +33,9 @@ type Result struct {
 	Duration time.Duration
 	// Status is the answer's status code, 0 if there was no answer.
 	Status int
-	// Version is the answer's X-App-Version header.
+	// Version is the version that answered: the Config.VersionHeader
+	// header (X-App-Version by default), or the body's first word with
+	// Config.VersionFromBody.
 	Version string
 	// Err describes a failure other than a status code; empty if none.
 	Err string
@@ -112,35 +114,58 @@ func (rep *Report) FailuresByKind() map[string]int {
 }
 
 // LongestGap returns the longest stretch of time without a successful
-// response completing, from the first request's start to the last request's
-// end. It is the whole span if nothing succeeded, and 0 if nothing ran.
+// response completing while the load was being sent, from the first
+// request's start to the last request's start. The tail after the last
+// request was sent is left out: only requests already in flight (slow ones)
+// can answer then, so a quiet tail is not an outage. It is the whole span,
+// to the last request's end, if nothing succeeded, and 0 if nothing ran.
 func (rep *Report) LongestGap() time.Duration {
+	from, to := rep.LongestGapWindow()
+	return to.Sub(from)
+}
+
+// LongestGapWindow returns where the LongestGap lies: from the end of a
+// successful response (or the first start) to the end of the next one (or
+// the last start).
+func (rep *Report) LongestGapWindow() (from, to time.Time) {
 	if len(rep.Results) == 0 {
-		return 0
+		return
 	}
-	first := rep.Results[0].Start
-	last := first
+	first, lastStart, lastEnd := rep.Results[0].Start, rep.Results[0].Start, rep.Results[0].Start
 	var done []time.Time
 	for _, r := range rep.Results {
+		end := r.Start.Add(r.Duration)
 		if r.Start.Before(first) {
 			first = r.Start
 		}
-		end := r.Start.Add(r.Duration)
-		if end.After(last) {
-			last = end
+		if r.Start.After(lastStart) {
+			lastStart = r.Start
+		}
+		if end.After(lastEnd) {
+			lastEnd = end
 		}
 		if r.OK() {
 			done = append(done, end)
 		}
 	}
-	slices.SortFunc(done, time.Time.Compare)
-	var gap time.Duration
-	prev := first
-	for _, t := range done {
-		gap = max(gap, t.Sub(prev))
-		prev = t
+	if len(done) == 0 {
+		return first, lastEnd
 	}
-	return max(gap, last.Sub(prev))
+	slices.SortFunc(done, time.Time.Compare)
+	prev := first
+	from, to = first, first
+	for _, t := range append(done, lastStart) {
+		if t.After(lastStart) {
+			t = lastStart
+		}
+		if t.Sub(prev) > to.Sub(from) {
+			from, to = prev, t
+		}
+		if t.After(prev) {
+			prev = t
+		}
+	}
+	return from, to
 }
 
 // Percentile returns the p-th percentile (p a percentage: 50, 99, 99.9) of

@@ -1,0 +1,318 @@
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/batonproxy/baton/switcher"
+)
+
+// DefaultMaxArtifactBytes bounds an uploaded or downloaded artifact when
+// DeployConfig.MaxArtifactBytes is zero.
+const DefaultMaxArtifactBytes = 1 << 30
+
+// DeployConfig configures POST /v1/deploy.
+type DeployConfig struct {
+	// UploadDir is where uploaded and downloaded artifacts are kept while
+	// their deploy runs; each is removed when its deploy ends (the launcher
+	// has installed its own copy by then). Empty means uploads and URLs are
+	// refused and only paths on baton's machine are accepted.
+	UploadDir string
+	// MaxArtifactBytes bounds an uploaded or downloaded artifact; zero
+	// means DefaultMaxArtifactBytes.
+	MaxArtifactBytes int64
+	// Client downloads artifacts given as URLs; nil means a client with a
+	// 10-minute timeout.
+	Client *http.Client
+}
+
+// Deployer is what POST /v1/deploy needs of the switcher. New serves the
+// endpoint when the Controller implements it.
+type Deployer interface {
+	Deploy(ctx context.Context, req switcher.DeployRequest, emit func(switcher.Event)) (switcher.DeployResult, error)
+}
+
+// DeployRequest is the JSON body of POST /v1/deploy. To upload the artifact
+// instead, send it as the body with Content-Type application/octet-stream
+// and the fields as query parameters: ?version=V&name=FILE[&sha256=HEX].
+type DeployRequest struct {
+	Version string `json:"version"`
+	// Artifact is an absolute path on baton's machine, or an http(s) URL
+	// that baton downloads. Empty if the launch command needs none.
+	Artifact string `json:"artifact,omitempty"`
+	// SHA256, if set, must match the artifact's checksum.
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+// DeployResult is the summary carried by the last line of a deploy.
+type DeployResult struct {
+	SwitchResult
+	Version  string `json:"version"`
+	Artifact string `json:"artifact,omitempty"` // where the instance runs it from
+	SHA256   string `json:"sha256,omitempty"`
+	PID      int    `json:"pid,omitempty"`
+	Host     string `json:"host,omitempty"`
+	Log      string `json:"log,omitempty"`
+	// LogTail holds the last lines of the new instance's log when the
+	// deploy failed after starting it.
+	LogTail string `json:"log_tail,omitempty"`
+}
+
+var artifactNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
+
+// artifact is a deploy's artifact as the daemon has it.
+type artifact struct {
+	path, sum string
+	note      string // how it arrived, for the first event
+	cleanup   func()
+}
+
+func (s *Server) deploy(d Deployer) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		req, upload, err := s.parseDeploy(w, r)
+		if err != nil {
+			return err
+		}
+		if err := switcher.CheckVersion(req.Version); err != nil {
+			return withStatus(http.StatusBadRequest, err)
+		}
+		// Refuse before reading a large upload that could not be deployed.
+		if op := s.ctl.Status().Operation; op != nil {
+			return withStatus(http.StatusConflict, fmt.Errorf("%w: %s to %s started %s ago (step %s)", switcher.ErrBusy,
+				op.Kind, op.To, time.Since(op.Started).Round(time.Millisecond), op.Step))
+		}
+		var art artifact
+		switch {
+		case upload:
+			art, err = s.receive(w, r, req.Artifact)
+		case strings.HasPrefix(req.Artifact, "http://"), strings.HasPrefix(req.Artifact, "https://"):
+			art, err = s.download(r.Context(), req.Artifact)
+		case req.Artifact != "":
+			art, err = localArtifact(req.Artifact)
+		default:
+			art = artifact{cleanup: func() {}}
+		}
+		if err != nil {
+			return err
+		}
+		defer art.cleanup()
+		if req.SHA256 != "" && !strings.EqualFold(req.SHA256, art.sum) {
+			return withStatus(http.StatusBadRequest, fmt.Errorf("artifact sha256 is %s; the request says %s", art.sum, req.SHA256))
+		}
+
+		st := newStream(w)
+		// The note goes out with the deploy's first event, so that a deploy
+		// refused at once still gets its 4xx status.
+		emit := func(e switcher.Event) {
+			if art.note != "" {
+				st.send(switcher.Event{Time: time.Now().UTC(), Step: "artifact", Message: art.note})
+				art.note = ""
+			}
+			st.send(e)
+		}
+		res, err := d.Deploy(r.Context(), switcher.DeployRequest{Version: req.Version, Artifact: art.path, SHA256: art.sum}, emit)
+		if err != nil && !st.started {
+			switch {
+			case errors.Is(err, switcher.ErrInvalid):
+				return withStatus(http.StatusBadRequest, err)
+			case errors.Is(err, switcher.ErrBusy):
+				return withStatus(http.StatusConflict, err)
+			}
+			return err
+		}
+		ok := err == nil
+		last := StreamLine{Event: switcher.Event{Time: time.Now().UTC(), Step: "done"}, OK: &ok}
+		last.Deploy = &DeployResult{
+			SwitchResult: SwitchResult{
+				ID: res.ID, From: res.From.String(), To: res.To.String(),
+				DurationMS: float64(res.Duration.Microseconds()) / 1000,
+				Drained:    res.Drained, Abandoned: res.Abandoned, Stopped: res.Stopped,
+			},
+			Version: res.Version, Artifact: res.Instance.Artifact, SHA256: art.sum,
+			PID: res.Instance.PID, Host: res.Instance.Host, Log: res.Instance.Log, LogTail: res.LogTail,
+		}
+		if err != nil {
+			last.Step = "failed"
+			last.Error = err.Error()
+			last.Message = "deploy failed"
+		} else {
+			last.Message = fmt.Sprintf("deployed %s to %s in %s", res.Version, res.To, res.Duration.Round(time.Millisecond))
+		}
+		st.line(last)
+		return nil
+	}
+}
+
+// parseDeploy reads the request's fields: from the query for an upload
+// (upload is true; Artifact is then the file's name), else from the JSON body.
+func (s *Server) parseDeploy(w http.ResponseWriter, r *http.Request) (req DeployRequest, upload bool, err error) {
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	switch ct {
+	case "application/octet-stream":
+		q := r.URL.Query()
+		req = DeployRequest{Version: q.Get("version"), Artifact: q.Get("name"), SHA256: q.Get("sha256")}
+		if req.Artifact == "" {
+			req.Artifact = "artifact"
+		}
+		if !artifactNameRE.MatchString(req.Artifact) {
+			return req, true, withStatus(http.StatusBadRequest, fmt.Errorf("name %q: want a plain file name (letters, digits, . _ + -)", req.Artifact))
+		}
+		if s.cfg.Deploy.UploadDir == "" {
+			return req, true, withStatus(http.StatusBadRequest, errors.New("this baton takes no uploads; give a path or URL"))
+		}
+		return req, true, nil
+	case "application/json", "":
+		if err := decodeBody(w, r, &req); err != nil {
+			return req, false, err
+		}
+		if req.Version == "" {
+			return req, false, withStatus(http.StatusBadRequest, errors.New(`the body needs "version"`))
+		}
+		return req, false, nil
+	}
+	return req, false, withStatus(http.StatusUnsupportedMediaType,
+		fmt.Errorf("Content-Type %q: send JSON, or the artifact itself as application/octet-stream", ct))
+}
+
+func (s *Server) maxArtifact() int64 {
+	if s.cfg.Deploy.MaxArtifactBytes > 0 {
+		return s.cfg.Deploy.MaxArtifactBytes
+	}
+	return DefaultMaxArtifactBytes
+}
+
+// receive streams the request body to a file named name in a directory of
+// its own under UploadDir, hashing it on the way.
+func (s *Server) receive(w http.ResponseWriter, r *http.Request, name string) (artifact, error) {
+	limit := s.maxArtifact()
+	if r.ContentLength > limit {
+		return artifact{}, withStatus(http.StatusRequestEntityTooLarge, fmt.Errorf("artifact of %d bytes is over the limit of %d (--max-artifact-size)", r.ContentLength, limit))
+	}
+	// An upload may take longer than the admin server's read timeout,
+	// which is sized for small JSON requests; the size limit bounds it.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+	t := time.Now()
+	art, n, err := s.store(name, http.MaxBytesReader(w, r.Body, limit))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return artifact{}, withStatus(http.StatusRequestEntityTooLarge, fmt.Errorf("artifact is over the limit of %d bytes (--max-artifact-size)", limit))
+	case err != nil:
+		return artifact{}, withStatus(http.StatusBadRequest, fmt.Errorf("upload of %s broke off after %d bytes: %w", name, n, err))
+	case r.ContentLength >= 0 && n != r.ContentLength:
+		art.cleanup()
+		return artifact{}, withStatus(http.StatusBadRequest, fmt.Errorf("upload of %s: got %d of %d bytes", name, n, r.ContentLength))
+	}
+	art.note = fmt.Sprintf("received %s: %d bytes in %s, sha256 %s", name, n, time.Since(t).Round(time.Millisecond), art.sum)
+	return art, nil
+}
+
+// download fetches an artifact URL into UploadDir.
+func (s *Server) download(ctx context.Context, rawURL string) (artifact, error) {
+	if s.cfg.Deploy.UploadDir == "" {
+		return artifact{}, withStatus(http.StatusBadRequest, errors.New("this baton downloads no artifacts; give a path"))
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return artifact{}, withStatus(http.StatusBadRequest, fmt.Errorf("artifact URL: %w", err))
+	}
+	name := path.Base(u.Path)
+	if !artifactNameRE.MatchString(name) {
+		name = "artifact"
+	}
+	client := s.cfg.Deploy.Client
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Minute}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return artifact{}, withStatus(http.StatusBadRequest, fmt.Errorf("artifact URL: %w", err))
+	}
+	t := time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		return artifact{}, withStatus(http.StatusBadGateway, fmt.Errorf("download %s: %w", u.Redacted(), err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return artifact{}, withStatus(http.StatusBadGateway, fmt.Errorf("download %s: %s", u.Redacted(), resp.Status))
+	}
+	limit := s.maxArtifact()
+	art, n, err := s.store(name, io.LimitReader(resp.Body, limit+1))
+	switch {
+	case err != nil:
+		return artifact{}, withStatus(http.StatusBadGateway, fmt.Errorf("download %s broke off after %d bytes: %w", u.Redacted(), n, err))
+	case n > limit:
+		art.cleanup()
+		return artifact{}, withStatus(http.StatusRequestEntityTooLarge, fmt.Errorf("download %s: over the limit of %d bytes (--max-artifact-size)", u.Redacted(), limit))
+	}
+	art.note = fmt.Sprintf("downloaded %s: %d bytes in %s, sha256 %s", u.Redacted(), n, time.Since(t).Round(time.Millisecond), art.sum)
+	return art, nil
+}
+
+// store writes r to UploadDir/upload-*/name and returns it with its sha256.
+// On error nothing is left behind.
+func (s *Server) store(name string, r io.Reader) (artifact, int64, error) {
+	if err := os.MkdirAll(s.cfg.Deploy.UploadDir, 0o700); err != nil {
+		return artifact{}, 0, err
+	}
+	dir, err := os.MkdirTemp(s.cfg.Deploy.UploadDir, "upload-")
+	if err != nil {
+		return artifact{}, 0, err
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	p := filepath.Join(dir, name)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		cleanup()
+		return artifact{}, 0, err
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		cleanup()
+		return artifact{}, n, err
+	}
+	return artifact{path: p, sum: hexSum(h), cleanup: cleanup}, n, nil
+}
+
+// localArtifact checks a path on baton's machine and hashes the file.
+func localArtifact(p string) (artifact, error) {
+	if !filepath.IsAbs(p) {
+		return artifact{}, withStatus(http.StatusBadRequest, fmt.Errorf("artifact path %q: want an absolute path on baton's machine, or upload the file", p))
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return artifact{}, withStatus(http.StatusBadRequest, fmt.Errorf("artifact: %w", err))
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return artifact{}, withStatus(http.StatusBadRequest, fmt.Errorf("artifact %s is not a regular file", p))
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return artifact{}, fmt.Errorf("read artifact %s: %w", p, err)
+	}
+	return artifact{path: p, sum: hexSum(h), cleanup: func() {},
+		note: fmt.Sprintf("using %s: %d bytes, sha256 %s", p, n, hexSum(h))}, nil
+}
+
+func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }

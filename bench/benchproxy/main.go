@@ -1,0 +1,87 @@
+// Command benchproxy is a bench-only stand-in for 'baton serve': the proxy
+// package wired the way serve wires it (one Handler, a blue Upstream, the
+// same public http.Server settings), without the switcher, the admin API or
+// the state file. bench/speed.sh uses it when cmd/baton does not build, and it
+// isolates the request path when profiling (--cpuprofile, --memprofile).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
+	"time"
+
+	"github.com/batonproxy/baton/proxy"
+)
+
+func main() {
+	var (
+		addr       = flag.String("http", "127.0.0.1:18280", "listen `address`")
+		blue       = flag.String("blue", "127.0.0.1:18080", "app `host:port`")
+		cpuprofile = flag.String("cpuprofile", "", "write a CPU profile to `file` until SIGINT/SIGTERM")
+		memprofile = flag.String("memprofile", "", "write an allocation profile to `file` at exit")
+	)
+	flag.Parse()
+	if err := run(*addr, *blue, *cpuprofile, *memprofile); err != nil {
+		fmt.Fprintln(os.Stderr, "benchproxy:", err)
+		os.Exit(1)
+	}
+}
+
+func run(addr, blue, cpuprofile, memprofile string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	u, err := proxy.NewUpstream("blue", blue)
+	if err != nil {
+		return err
+	}
+	h := proxy.NewHandler(proxy.Options{Logger: logger})
+	h.Route(u)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	// The same settings as cmd/baton's public server.
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(ln); err != http.ErrServerClosed {
+		return err
+	}
+	if memprofile != "" {
+		f, err := os.Create(memprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return pprof.Lookup("allocs").WriteTo(f, 0)
+	}
+	return nil
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/batonproxy/baton/admin"
+	"github.com/batonproxy/baton/switcher"
+)
+
+const deploySynopsis = `Usage: baton deploy --version V [--artifact FILE|URL] [flags]
+
+Ships a new version of the app and moves traffic to it, in one call: baton
+takes the artifact (uploaded from here; read on baton's machine with
+--server-path; downloaded by baton if it is an http(s) URL), starts it on the
+idle colour's port with the --run command of 'baton serve' (on baton's
+machine, or on the --ssh host), health-checks it, swaps, drains the old
+instance and stops it. Each step is printed as it happens.
+
+Exits 0 when the new version serves, 1 when the deploy failed (the old
+version keeps serving; the new instance was stopped and the last lines of its
+log are printed), 2 on misuse.
+
+Examples:
+  baton deploy --artifact build/libs/app.jar --version 1.4.2
+  baton deploy --artifact /srv/builds/app-1.4.2.jar --server-path --version 1.4.2
+  curl -H "Authorization: Bearer $BATON_ADMIN_TOKEN" -H 'Content-Type: application/octet-stream' \
+       --data-binary @app.jar 'http://127.0.0.1:9900/v1/deploy?version=1.4.2&name=app.jar'`
+
+var unsafeNameChars = regexp.MustCompile(`[^A-Za-z0-9._+-]`)
+
+func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		cf         clientFlags
+		artifact   string
+		ver        string
+		sum        string
+		serverPath bool
+		asJSON     bool
+	)
+	fs := newFlagSet("deploy", deploySynopsis, stdout)
+	fs.StringVar(&artifact, "artifact", "", "the app `file` (a jar, a binary, ...) or an http(s) URL for baton to download; omit if --run needs none")
+	fs.StringVar(&ver, "version", "", "the app's `version`, e.g. 1.4.2 (letters, digits, . _ + -)")
+	fs.BoolVar(&serverPath, "server-path", false, "--artifact is a path on baton's machine: read it there instead of uploading it")
+	fs.StringVar(&sum, "sha256", "", "the artifact's expected sha256 (`hex`); baton refuses a different file")
+	fs.BoolVar(&asJSON, "json", false, "print the raw NDJSON progress lines")
+	cf.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if ver == "" {
+		return usageError(errors.New("--version is required"))
+	}
+	if err := switcher.CheckVersion(ver); err != nil {
+		return usageError(fmt.Errorf("--version: %w", err))
+	}
+	isURL := strings.HasPrefix(artifact, "http://") || strings.HasPrefix(artifact, "https://")
+	if serverPath && (artifact == "" || isURL) {
+		return usageError(errors.New("--server-path needs --artifact with a path on baton's machine"))
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+
+	var resp *http.Response
+	if artifact == "" || isURL || serverPath {
+		if serverPath && !filepath.IsAbs(artifact) {
+			return usageError(fmt.Errorf("--artifact %q: with --server-path, give an absolute path", artifact))
+		}
+		body, _ := json.Marshal(admin.DeployRequest{Version: ver, Artifact: artifact, SHA256: sum})
+		resp, err = c.do(ctx, http.MethodPost, "/v1/deploy", strings.NewReader(string(body)))
+	} else {
+		resp, err = uploadDeploy(ctx, c, artifact, ver, sum, stdout, asJSON)
+	}
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return printStream(resp.Body, stdout, asJSON)
+}
+
+// uploadDeploy sends the file at path as the body of POST /v1/deploy, with
+// its sha256 so that baton can tell a truncated upload.
+func uploadDeploy(ctx context.Context, c *adminClient, path, ver, want string, stdout io.Writer, quiet bool) (*http.Response, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("artifact: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("artifact: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("artifact %s is not a regular file", path)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, fmt.Errorf("read artifact: %w", err)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if want != "" && !strings.EqualFold(want, sum) {
+		return nil, fmt.Errorf("artifact %s has sha256 %s; --sha256 says %s", path, sum, want)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	name := unsafeNameChars.ReplaceAllString(filepath.Base(path), "_")
+	q := url.Values{"version": {ver}, "name": {name}, "sha256": {sum}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/v1/deploy?"+q.Encode(), f)
+	if err != nil {
+		return nil, err
+	}
+	req.ContentLength = fi.Size()
+	req.Header.Set("Content-Type", "application/octet-stream")
+	if !quiet {
+		fmt.Fprintf(stdout, "uploading %s: %d bytes, sha256 %s\n", path, fi.Size(), sum)
+	}
+	return c.send(req)
+}

@@ -1,0 +1,321 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/batonproxy/baton/edge"
+)
+
+// edgeConfig holds the flags of the public edge: TLS, protocol limits and
+// whom to believe about the client's address.
+type edgeConfig struct {
+	HTTPSAddr         string
+	Domains           []string
+	ACMECA            string
+	ACMECARoot        string
+	ACMEEmail         string
+	TLSCert, TLSKey   string
+	HTTPOnly          bool
+	TrustedProxies    []string
+	MaxBodySize       sizeFlag
+	MaxHeaderBytes    sizeFlag
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+
+	trusted  []netip.Prefix // TrustedProxies, parsed by validate
+	certPoll time.Duration  // how often --tls-cert files are checked; 0 means edge.DefaultCertPollInterval
+	onListen func(*edge.Listeners)
+}
+
+func (c *edgeConfig) flags(fs *pflag.FlagSet) {
+	c.MaxHeaderBytes = edge.DefaultMaxHeaderBytes
+	fs.StringVar(&c.HTTPSAddr, "https", "", "public HTTPS listen `address` when TLS is on (default \":443\")")
+	fs.StringSliceVar(&c.Domains, "domain", nil, "get a certificate for `name` from an ACME CA and serve HTTPS (repeatable)")
+	fs.StringVar(&c.ACMECA, "acme-ca", edge.LetsEncryptCA, "ACME directory `URL` (Let's Encrypt staging: "+edge.LetsEncryptStagingCA+")")
+	fs.StringVar(&c.ACMECARoot, "acme-ca-root", "", "PEM `file` of extra roots to trust for the ACME CA's API (a private CA)")
+	fs.StringVar(&c.ACMEEmail, "acme-email", "", "contact `email` for the ACME account (expiry notices)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve HTTPS with this PEM certificate `file` (chain included); reloaded when it changes")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key `file` for --tls-cert")
+	fs.BoolVar(&c.HTTPOnly, "http-only", false, "serve plain HTTP only, e.g. behind a load balancer that terminates TLS")
+	fs.StringSliceVar(&c.TrustedProxies, "trusted-proxies", nil, "`CIDR`s of proxies whose X-Forwarded-For/-Proto/-Host are believed (comma-separated or repeated)")
+	fs.Var(&c.MaxBodySize, "max-body-size", "refuse request bodies larger than this `size` with 413, e.g. 10m (0: no limit)")
+	fs.Var(&c.MaxHeaderBytes, "max-header-bytes", "refuse request headers larger than this `size` with 431")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", edge.DefaultReadHeaderTimeout, "time a client has to send request headers (and finish TLS); stops slowloris")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", edge.DefaultIdleTimeout, "how long an idle keep-alive client connection is kept")
+}
+
+func (c *edgeConfig) tlsOn() bool { return len(c.Domains) > 0 || c.TLSCert != "" || c.TLSKey != "" }
+
+// httpsAddr is the HTTPS listen address, or "" when TLS is off.
+func (c *edgeConfig) httpsAddr() string {
+	switch {
+	case !c.tlsOn():
+		return ""
+	case c.HTTPSAddr == "":
+		return ":443"
+	}
+	return c.HTTPSAddr
+}
+
+// validate checks the edge flags and reports every problem; it also parses
+// --trusted-proxies.
+func (c *edgeConfig) validate(httpAddr string) error {
+	var errs []error
+	switch {
+	case c.HTTPOnly && c.tlsOn():
+		errs = append(errs, errors.New("--http-only cannot be combined with --domain, --tls-cert or --tls-key"))
+	case len(c.Domains) > 0 && (c.TLSCert != "" || c.TLSKey != ""):
+		errs = append(errs, errors.New("--domain and --tls-cert are alternatives: use one"))
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if c.HTTPSAddr != "" && !c.tlsOn() {
+		errs = append(errs, errors.New("--https needs --domain or --tls-cert"))
+	}
+	if a := c.httpsAddr(); a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("--https %q: want host:port", a))
+		} else if a == httpAddr && !strings.HasSuffix(a, ":0") {
+			errs = append(errs, fmt.Errorf("--https and --http are both %s", a))
+		}
+	}
+	if len(c.Domains) == 0 {
+		for name, set := range map[string]bool{"--acme-email": c.ACMEEmail != "", "--acme-ca-root": c.ACMECARoot != "",
+			"--acme-ca": c.ACMECA != edge.LetsEncryptCA} {
+			if set {
+				errs = append(errs, fmt.Errorf("%s needs --domain", name))
+			}
+		}
+	} else if u, err := url.Parse(c.ACMECA); err != nil || u.Scheme != "https" || u.Host == "" {
+		errs = append(errs, fmt.Errorf("--acme-ca %q: want an https:// ACME directory URL", c.ACMECA))
+	}
+	trusted, err := edge.ParsePrefixes(c.TrustedProxies)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--trusted-proxies: %w", err))
+	}
+	c.trusted = trusted
+	if c.MaxHeaderBytes <= 0 || c.MaxHeaderBytes > 1<<30 {
+		errs = append(errs, fmt.Errorf("--max-header-bytes %d: want between 1 and 1g", c.MaxHeaderBytes))
+	}
+	for name, d := range map[string]time.Duration{"--read-header-timeout": c.ReadHeaderTimeout, "--idle-timeout": c.IdleTimeout} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s %s: want a positive duration", name, d))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// publicEdge is the public side of 'baton serve': its listeners (the admin
+// one included, so that all sockets are opened in one place), the public
+// servers and the certificate source.
+type publicEdge struct {
+	lns      *edge.Listeners
+	servers  []publicServer
+	acme     *edge.ACME
+	certFile *edge.CertFile
+	certPoll time.Duration
+	ctx      context.Context // lives until close
+	cancel   context.CancelFunc
+}
+
+type publicServer struct {
+	name string
+	srv  *http.Server
+	ln   net.Listener
+	tls  bool
+}
+
+// startEdge opens every listener of 'baton serve' and builds the public
+// servers around app (the proxy). Nothing is served until run.
+func startEdge(cfg serveConfig, app http.Handler, logger *slog.Logger) (*publicEdge, error) {
+	ec := cfg.Edge
+	lns, err := edge.Listen(edge.ListenConfig{HTTP: cfg.HTTPAddr, HTTPS: ec.httpsAddr(), Admin: cfg.AdminAddr})
+	if err != nil {
+		return nil, err
+	}
+	if ec.onListen != nil {
+		ec.onListen(lns)
+	}
+	p := &publicEdge{lns: lns, certPoll: ec.certPoll}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	lim := edge.Limits{ReadHeaderTimeout: ec.ReadHeaderTimeout, IdleTimeout: ec.IdleTimeout, MaxHeaderBytes: int(ec.MaxHeaderBytes)}
+	app = edge.Guard(app, int64(ec.MaxBodySize))
+
+	var tlsConfig *tls.Config
+	httpHandler := app
+	switch {
+	case len(ec.Domains) > 0:
+		roots, err := loadRoots(ec.ACMECARoot)
+		if err == nil {
+			p.acme, err = edge.NewACME(edge.ACMEConfig{
+				Domains:      ec.Domains,
+				CA:           ec.ACMECA,
+				Email:        ec.ACMEEmail,
+				StorageDir:   edge.StorageDir(cfg.StateDir),
+				TrustedRoots: roots,
+				HTTPAddr:     lns.HTTP.Addr().String(),
+				HTTPSAddr:    lns.HTTPS.Addr().String(),
+				Logger:       logger,
+			})
+		}
+		if err != nil {
+			p.close()
+			return nil, err
+		}
+		tlsConfig = p.acme.TLSConfig()
+		httpHandler = p.acme.HTTPHandler(edge.Redirect(listenPort(lns.HTTPS), app))
+	case ec.TLSCert != "":
+		p.certFile, err = edge.NewCertFile(ec.TLSCert, ec.TLSKey, logger)
+		if err != nil {
+			p.close()
+			return nil, err
+		}
+		tlsConfig = p.certFile.TLSConfig()
+		httpHandler = edge.Redirect(listenPort(lns.HTTPS), app)
+	case !ec.HTTPOnly:
+		logger.Info("serving plain HTTP only; use --domain or --tls-cert for HTTPS, or --http-only to say this is intended")
+	}
+	p.servers = append(p.servers, publicServer{"public HTTP", edge.NewServer(httpHandler, nil, lim, logger), lns.HTTP, false})
+	if tlsConfig != nil {
+		p.servers = append(p.servers, publicServer{"public HTTPS", edge.NewServer(app, tlsConfig, lim, logger), lns.HTTPS, true})
+	}
+	return p, nil
+}
+
+// run serves the public servers and starts certificate management, then
+// returns the first error from either, or nil once every server was shut
+// down.
+func (p *publicEdge) run() error {
+	errc := make(chan error, len(p.servers)+1)
+	for _, s := range p.servers {
+		go func() {
+			var err error
+			if s.tls {
+				err = s.srv.ServeTLS(s.ln, "", "")
+			} else {
+				err = s.srv.Serve(s.ln)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				err = fmt.Errorf("%s server: %w", s.name, err)
+			} else {
+				err = nil
+			}
+			errc <- err
+		}()
+	}
+	if p.acme != nil {
+		// After Serve has started: the CA's validation requests arrive on
+		// these listeners.
+		if err := p.acme.Manage(p.ctx); err != nil {
+			return fmt.Errorf("acme: %w", err)
+		}
+	}
+	if p.certFile != nil {
+		go p.certFile.Watch(p.ctx, p.certPoll)
+	}
+	for range p.servers {
+		if err := <-errc; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// httpServers returns the public servers, for shutdown.
+func (p *publicEdge) httpServers() []*http.Server {
+	out := make([]*http.Server, len(p.servers))
+	for i, s := range p.servers {
+		out[i] = s.srv
+	}
+	return out
+}
+
+// logAttrs describes the public side for the start-up log line.
+func (p *publicEdge) logAttrs() []any {
+	tlsMode := "off"
+	switch {
+	case p.acme != nil:
+		tlsMode = "acme"
+	case p.certFile != nil:
+		tlsMode = "cert-file"
+	}
+	return []any{"http", edge.Addr(p.lns.HTTP), "https", edge.Addr(p.lns.HTTPS), "tls", tlsMode}
+}
+
+// close stops certificate management and closes the listeners; call it after
+// the servers were shut down.
+func (p *publicEdge) close() {
+	p.cancel()
+	if p.acme != nil {
+		p.acme.Stop()
+	}
+	p.lns.Close()
+}
+
+func listenPort(ln net.Listener) string {
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// loadRoots returns the system roots plus those in file, or nil (the system
+// roots) if file is empty.
+func loadRoots(file string) (*x509.CertPool, error) {
+	if file == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--acme-ca-root: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("--acme-ca-root %s: no PEM certificate in it", file)
+	}
+	return pool, nil
+}
+
+// sizeFlag is a byte size flag that takes suffixes: 512k, 10m, 1g.
+type sizeFlag int64
+
+func (s *sizeFlag) String() string {
+	if *s == 0 {
+		return "0"
+	}
+	for _, u := range []struct {
+		suffix string
+		n      int64
+	}{{"g", 1 << 30}, {"m", 1 << 20}, {"k", 1 << 10}} {
+		if int64(*s)%u.n == 0 {
+			return strconv.FormatInt(int64(*s)/u.n, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(int64(*s), 10)
+}
+
+func (s *sizeFlag) Set(v string) error {
+	n, err := edge.ParseSize(v)
+	if err != nil {
+		return err
+	}
+	*s = sizeFlag(n)
+	return nil
+}
+
+func (s *sizeFlag) Type() string { return "size" }

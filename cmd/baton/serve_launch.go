@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/batonproxy/baton/admin"
+	"github.com/batonproxy/baton/launcher"
+	"github.com/batonproxy/baton/state"
+	"github.com/batonproxy/baton/switcher"
+)
+
+// launchConfig holds the serve flags for 'baton deploy': how baton starts
+// app instances, locally or over SSH, and what the admin API accepts as an
+// artifact.
+type launchConfig struct {
+	Run         string
+	RunEnv      []string
+	SSH         string
+	SSHKey      string
+	KnownHosts  string
+	SSHInsecure bool
+	SSHDir      string
+	MaxArtifact byteSize
+}
+
+func (c *launchConfig) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Run, "run", "", "command `template` that starts the app for 'baton deploy', e.g. 'java -jar {artifact} --server.port={port}'; placeholders {artifact} {port} {version} {color}, and $PORT is set (empty: deploys are refused)")
+	fs.StringArrayVar(&c.RunEnv, "run-env", nil, "extra `KEY=VALUE` for the app's environment (repeatable)")
+	fs.StringVar(&c.SSH, "ssh", "", "start the app on `user@host[:port]` over SSH instead of on this machine")
+	fs.StringVar(&c.SSHKey, "ssh-key", os.Getenv("BATON_SSH_KEY"), "SSH private key `file` [$BATON_SSH_KEY]; default: the keys of the ssh-agent at $SSH_AUTH_SOCK")
+	fs.StringVar(&c.KnownHosts, "known-hosts", "", "known_hosts `file` that must list the SSH host's key (default ~/.ssh/known_hosts)")
+	fs.BoolVar(&c.SSHInsecure, "ssh-insecure-ignore-host-key", false, "accept ANY SSH host key: no protection against a man in the middle; for throwaway test hosts only")
+	fs.StringVar(&c.SSHDir, "ssh-dir", launcher.DefaultSSHDir, "`directory` on the SSH host for releases and logs, relative to the login directory unless absolute")
+	c.MaxArtifact = admin.DefaultMaxArtifactBytes
+	fs.Var(&c.MaxArtifact, "max-artifact-size", "largest artifact the admin API takes as an upload or download, e.g. 512MiB or 2GiB")
+}
+
+// validate reports every problem with the flags at once.
+func (c *launchConfig) validate() error {
+	var errs []error
+	if c.SSH == "" {
+		for name, set := range map[string]bool{"--ssh-key": c.SSHKey != "" && os.Getenv("BATON_SSH_KEY") != c.SSHKey,
+			"--known-hosts": c.KnownHosts != "", "--ssh-insecure-ignore-host-key": c.SSHInsecure} {
+			if set {
+				errs = append(errs, fmt.Errorf("%s needs --ssh", name))
+			}
+		}
+	} else if c.Run == "" {
+		errs = append(errs, errors.New("--ssh needs --run: the command that starts the app on the host"))
+	}
+	if c.SSHInsecure && c.KnownHosts != "" {
+		errs = append(errs, errors.New("--ssh-insecure-ignore-host-key and --known-hosts contradict each other"))
+	}
+	for _, kv := range c.RunEnv {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			errs = append(errs, fmt.Errorf("--run-env %q: want KEY=VALUE", kv))
+		}
+	}
+	if c.Run != "" {
+		if err := launcher.CheckCommand(c.Run); err != nil {
+			errs = append(errs, fmt.Errorf("--run: %w", err))
+		}
+	}
+	if c.MaxArtifact <= 0 {
+		errs = append(errs, errors.New("--max-artifact-size must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// stopper returns how a switch stops an old app that baton did not launch:
+// by the port it listens on, which works only on this machine.
+func (c *launchConfig) stopper() switcher.Stopper {
+	if c.SSH != "" {
+		return remoteStopper{host: c.SSH}
+	}
+	return launcher.PortStopper{}
+}
+
+// adminConfig returns the admin API's deploy settings.
+func (c *launchConfig) adminConfig(stateDir string) admin.DeployConfig {
+	return admin.DeployConfig{UploadDir: filepath.Join(stateDir, "uploads"), MaxArtifactBytes: int64(c.MaxArtifact)}
+}
+
+// attach gives sw a launcher when --run is set, adopting the instances that
+// the state records, and clears uploads left by a crash. The returned func
+// closes the launcher's connections; instances keep running.
+func (c *launchConfig) attach(sw *switcher.Switcher, stateDir string, logger *slog.Logger) (func(), error) {
+	if err := os.RemoveAll(filepath.Join(stateDir, "uploads")); err != nil {
+		logger.Warn("could not clear old uploads", "err", err)
+	}
+	if c.Run == "" {
+		return func() {}, nil
+	}
+	if c.SSH == "" {
+		sw.SetLauncher(launchAdapter{&launcher.Local{Command: c.Run, Dir: stateDir, Env: c.RunEnv, Logger: logger}})
+		logger.Info("deploys start the app on this machine", "run", c.Run, "releases", filepath.Join(stateDir, "releases"), "logs", filepath.Join(stateDir, "logs"))
+		return func() {}, nil
+	}
+	l, err := launcher.NewSSH(launcher.SSHConfig{
+		Target: c.SSH, KeyFile: c.SSHKey, KnownHosts: c.KnownHosts, InsecureIgnoreHostKey: c.SSHInsecure,
+		Command: c.Run, Dir: c.SSHDir, Env: c.RunEnv, Logger: logger,
+	})
+	if err != nil {
+		return nil, usageError(err)
+	}
+	sw.SetLauncher(launchAdapter{l})
+	logger.Info("deploys start the app over SSH", "host", c.SSH, "run", c.Run, "dir", c.SSHDir)
+	return func() { l.Close() }, nil
+}
+
+// launchAdapter adapts a launcher.Launcher to switcher.Launcher.
+type launchAdapter struct{ l launcher.Launcher }
+
+func (a launchAdapter) Launch(ctx context.Context, s switcher.LaunchSpec) (switcher.Process, error) {
+	return a.l.Start(ctx, launcher.Spec{ID: s.ID, Color: s.Color.String(), Port: s.Port, Artifact: s.Artifact,
+		Version: s.Version, Progress: s.Progress})
+}
+
+func (a launchAdapter) Adopt(rec state.Instance) (switcher.Process, error) { return a.l.Adopt(rec) }
+
+// remoteStopper stands in for PortStopper when the apps run on an SSH host:
+// a process there that baton did not start cannot be found by port from
+// here, and a local process on the same port must not be killed instead.
+type remoteStopper struct{ host string }
+
+func (r remoteStopper) Stop(_ context.Context, addr string, _ time.Duration) (string, error) {
+	return fmt.Sprintf("left the app at %s running: baton did not start it, and cannot find it by port on %s; stop it there", addr, r.host), nil
+}
+
+// byteSize is a flag value for a size in bytes: 1048576, 512KiB, 100MB,
+// 2GiB.
+type byteSize int64
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+}
+
+func (b *byteSize) Set(s string) error {
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range sizeUnits {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return fmt.Errorf("size %q: want a number of bytes, optionally with KiB, MiB, GiB (or KB, MB, GB)", s)
+	}
+	*b = byteSize(n * mult)
+	return nil
+}
+
+func (b *byteSize) String() string {
+	n := int64(*b)
+	for _, u := range sizeUnits[:4] {
+		if n >= u.mult && n%u.mult == 0 && (n/u.mult < 1024 || u.suffix == "TiB") {
+			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func (b *byteSize) Type() string { return "size" }

@@ -1,0 +1,294 @@
+package launcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// appBin is the real sample app (examples/app), built once for the tests.
+var appBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "baton-launcher-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	appBin = filepath.Join(dir, "app")
+	if out, err := exec.Command("go", "build", "-o", appBin, "../examples/app").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build the sample app: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+var specSeq int
+
+func testSpec(t *testing.T, artifact, version string) Spec {
+	t.Helper()
+	specSeq++
+	return Spec{ID: "test-" + strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(specSeq), Color: "green",
+		Port: freePort(t), Artifact: artifact, Version: version}
+}
+
+// start starts spec and makes sure the instance's process group is killed
+// when the test ends, whatever happened.
+func start(t *testing.T, l Launcher, spec Spec) Instance {
+	t.Helper()
+	inst, err := l.Start(context.Background(), spec)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	pid := inst.Record().PID
+	t.Cleanup(func() { _ = syscall.Kill(-pid, syscall.SIGKILL) })
+	return inst
+}
+
+// waitHealthy polls the app's /health until it answers 200.
+func waitHealthy(t *testing.T, inst Instance, port int) {
+	t.Helper()
+	c := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := c.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			tail, _ := inst.LogTail(context.Background(), 20)
+			t.Fatalf("%s not healthy on port %d after 10s (last error %v); log:\n%s", inst, port, err, tail)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitExec waits until pid runs the program named comm (past a shell's exec).
+func waitExec(t *testing.T, pid int, comm string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
+		if strings.TrimSpace(string(b)) == comm {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d runs %q; want %q", pid, strings.TrimSpace(string(b)), comm)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestLocalStartsAndStopsTheApp(t *testing.T) {
+	dir := t.TempDir()
+	l := &Local{Command: "{artifact} --port {port} --version {version}", Dir: dir}
+	spec := testSpec(t, appBin, "v1.2.3")
+	var progress []string
+	spec.Progress = func(msg string) { progress = append(progress, msg) }
+	inst := start(t, l, spec)
+	rec := inst.Record()
+	waitHealthy(t, inst, spec.Port)
+
+	if want := filepath.Join(dir, "releases", "v1.2.3", "app"); rec.Artifact != want {
+		t.Errorf("artifact at %q; want %q", rec.Artifact, want)
+	}
+	if fi, err := os.Stat(rec.Artifact); err != nil || fi.Mode()&0o100 == 0 {
+		t.Errorf("installed artifact: %v, mode %v; want an executable file", err, fi.Mode())
+	}
+	if len(progress) != 1 || !strings.Contains(progress[0], "installed") {
+		t.Errorf("progress %q; want one 'installed' note", progress)
+	}
+	if rec.Launcher != "local" || rec.Host != "" || rec.AppVersion != "v1.2.3" || rec.ID != spec.ID || rec.Started.IsZero() {
+		t.Errorf("record %+v", rec)
+	}
+	if !strings.HasPrefix(rec.Log, filepath.Join(dir, "logs")+"/") || !strings.Contains(rec.Log, "green-v1.2.3-") {
+		t.Errorf("log at %q; want dir/logs/green-v1.2.3-ID.log", rec.Log)
+	}
+	// The template is one simple command, so the shell exec'd the app: the
+	// recorded PID is the app's, and it leads its own process group.
+	waitExec(t, rec.PID, "app")
+	if pgid, _ := syscall.Getpgid(rec.PID); pgid != rec.PID {
+		t.Errorf("pgid %d; want the app in its own group %d", pgid, rec.PID)
+	}
+	tail, err := inst.LogTail(context.Background(), 5)
+	if err != nil || !strings.Contains(tail, "listening on 127.0.0.1:"+strconv.Itoa(spec.Port)) {
+		t.Errorf("log tail %q, %v; want the app's 'listening' line", tail, err)
+	}
+	if alive, err := inst.Alive(context.Background()); !alive || err != nil {
+		t.Fatalf("Alive = %v, %v; want true", alive, err)
+	}
+
+	desc, err := inst.Stop(context.Background(), syscall.SIGTERM, 5*time.Second)
+	if err != nil || !strings.Contains(desc, "exited") || !strings.Contains(desc, "SIGTERM") {
+		t.Fatalf("Stop = %q, %v; want it to exit after SIGTERM", desc, err)
+	}
+	if alive, _ := inst.Alive(context.Background()); alive || Alive(rec.PID) {
+		t.Fatal("instance alive after Stop")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := inst.Wait(ctx); err != nil {
+		t.Errorf("Wait after a clean exit = %v; want nil", err)
+	}
+	if desc, err := inst.Stop(context.Background(), syscall.SIGTERM, time.Second); err != nil || !strings.Contains(desc, "already exited") {
+		t.Errorf("second Stop = %q, %v", desc, err)
+	}
+}
+
+func TestLocalKillsAfterGrace(t *testing.T) {
+	l := &Local{Command: "trap '' TERM; exec sleep 30", Dir: t.TempDir()}
+	inst := start(t, l, testSpec(t, "", "v1"))
+	pid := inst.Record().PID
+	waitExec(t, pid, "sleep") // the trap is set: SIGTERM is ignored from here on
+	start := time.Now()
+	desc, err := inst.Stop(context.Background(), syscall.SIGTERM, 300*time.Millisecond)
+	if err != nil || !strings.Contains(desc, "ignored SIGTERM for 300ms; killed") {
+		t.Fatalf("Stop = %q, %v; want killed after the grace", desc, err)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Errorf("killed after %s; want at least the 300ms grace", took)
+	}
+	if Alive(pid) {
+		t.Fatal("process alive after SIGKILL")
+	}
+	if err := inst.Wait(context.Background()); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Errorf("Wait = %v; want 'signal: killed'", err)
+	}
+}
+
+func TestLocalEarlyExitIsSeenAtOnce(t *testing.T) {
+	l := &Local{Command: `echo "starting on $PORT"; echo "FATAL: cannot open database" >&2; exit 3`, Dir: t.TempDir()}
+	spec := testSpec(t, "", "v1")
+	inst := start(t, l, spec)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := inst.Wait(ctx)
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "exit status 3") {
+		t.Fatalf("Wait = %v; want exit status 3 at once", err)
+	}
+	tail, _ := inst.LogTail(context.Background(), 10)
+	if !strings.Contains(tail, "FATAL: cannot open database") || !strings.Contains(tail, "starting on "+strconv.Itoa(spec.Port)) {
+		t.Errorf("log tail lacks the app's output:\n%s", tail)
+	}
+	if desc, err := inst.Stop(context.Background(), syscall.SIGTERM, time.Second); err != nil || !strings.Contains(desc, "already exited") {
+		t.Errorf("Stop of an exited instance = %q, %v", desc, err)
+	}
+}
+
+func TestLocalQuotesPlaceholdersAndSetsEnv(t *testing.T) {
+	t.Setenv("BATON_ADMIN_TOKEN", "secret-token")
+	src := filepath.Join(t.TempDir(), "my app's build.sh")
+	script := "#!/bin/sh\necho \"arg=$1 port=$PORT color=$BATON_COLOR version=$BATON_VERSION id=$BATON_INSTANCE token=${BATON_ADMIN_TOKEN:-unset} cwd=$(pwd)\"\n"
+	if err := os.WriteFile(src, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	l := &Local{Command: "{artifact} {color}", Dir: dir, Env: []string{"EXTRA=1"}}
+	spec := testSpec(t, src, "2.0.0+build.7")
+	inst := start(t, l, spec)
+	if err := inst.Wait(context.Background()); err != nil {
+		tail, _ := inst.LogTail(context.Background(), 10)
+		t.Fatalf("Wait = %v; log:\n%s", err, tail)
+	}
+	tail, _ := inst.LogTail(context.Background(), 1)
+	want := fmt.Sprintf("arg=green port=%d color=green version=2.0.0+build.7 id=%s token=unset cwd=%s",
+		spec.Port, spec.ID, filepath.Join(dir, "releases", "2.0.0+build.7"))
+	if tail != want {
+		t.Errorf("the app printed\n%q\nwant\n%q", tail, want)
+	}
+}
+
+func TestLocalRefusesBadSpecs(t *testing.T) {
+	l := &Local{Command: "{artifact} --port {port}", Dir: t.TempDir()}
+	for _, tc := range []struct {
+		name string
+		mod  func(*Spec)
+		want string
+	}{
+		{"shell in version", func(s *Spec) { s.Version = "1; rm -rf /" }, "version"},
+		{"path in version", func(s *Spec) { s.Version = "../../etc" }, "version"},
+		{"no artifact", func(s *Spec) { s.Artifact = "" }, "{artifact}"},
+		{"bad colour", func(s *Spec) { s.Color = "red" }, "color"},
+		{"bad port", func(s *Spec) { s.Port = 0 }, "port"},
+	} {
+		spec := testSpec(t, appBin, "v1")
+		tc.mod(&spec)
+		_, err := l.Start(context.Background(), spec)
+		if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v; want ErrInvalidSpec about %s", tc.name, err, tc.want)
+		}
+	}
+	if _, err := (&Local{Dir: t.TempDir()}).Start(context.Background(), testSpec(t, "", "v1")); err == nil {
+		t.Error("Start with an empty command succeeded")
+	}
+}
+
+// TestLocalAdopt covers a restart of baton: a new launcher finds the
+// instance by its record and stops it, but never signals a PID that no
+// longer carries the instance's marker.
+func TestLocalAdopt(t *testing.T) {
+	l := &Local{Command: "exec sleep 30", Dir: t.TempDir()}
+	inst := start(t, l, testSpec(t, "", "v1"))
+	rec := inst.Record()
+	waitExec(t, rec.PID, "sleep")
+
+	other := rec
+	other.ID = "someone-else"
+	stranger, err := (&Local{}).Adopt(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if alive, _ := stranger.Alive(context.Background()); alive {
+		t.Error("a record with another marker is taken for the running process")
+	}
+	if desc, err := stranger.Stop(context.Background(), syscall.SIGTERM, time.Second); err != nil || !strings.Contains(desc, "already exited") {
+		t.Errorf("Stop of a foreign pid = %q, %v", desc, err)
+	}
+	if !Alive(rec.PID) {
+		t.Fatal("Stop signalled a process that is not the instance")
+	}
+
+	adopted, err := (&Local{}).Adopt(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if alive, _ := adopted.Alive(context.Background()); !alive {
+		t.Fatal("adopted instance not alive")
+	}
+	if desc, err := adopted.Stop(context.Background(), syscall.SIGTERM, 5*time.Second); err != nil || !strings.Contains(desc, "exited") {
+		t.Fatalf("Stop = %q, %v", desc, err)
+	}
+	if err := inst.Wait(context.Background()); err == nil {
+		t.Error("the original handle's Wait = nil; want the SIGTERM exit")
+	}
+	sshRec := rec
+	sshRec.Host, sshRec.Launcher = "deploy@app1:22", "ssh"
+	if _, err := (&Local{}).Adopt(sshRec); !errors.Is(err, ErrNotAdoptable) {
+		t.Errorf("Adopt of an SSH record: %v; want ErrNotAdoptable", err)
+	}
+}

@@ -1,0 +1,306 @@
+package switcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/batonproxy/baton/state"
+)
+
+// Deploy errors a caller can act on (besides ErrBusy, ErrInvalid, ErrHealth).
+var (
+	// ErrNoLauncher: baton serve was started without a launcher (--run).
+	ErrNoLauncher = errors.New("no launcher configured")
+	// ErrLaunch: the new instance could not be started at all.
+	ErrLaunch = errors.New("launch failed")
+	// ErrExited: the new instance exited before it became healthy.
+	ErrExited = errors.New("new instance exited during start-up")
+)
+
+// LogTailLines is how many lines of a failed instance's log a deploy reports.
+const LogTailLines = 30
+
+// Launcher starts app instances for a deploy. Package launcher has the local
+// and SSH implementations; cmd/baton adapts them to this interface. A
+// Launcher must be safe for concurrent use.
+type Launcher interface {
+	// Launch installs spec.Artifact where the instance runs and starts it,
+	// listening on spec.Port. It returns once the process runs; it does not
+	// wait for the app to be healthy.
+	Launch(ctx context.Context, spec LaunchSpec) (Process, error)
+	// Adopt returns a handle on an instance that an earlier baton process
+	// launched, as recorded in the state. It does no I/O.
+	Adopt(rec state.Instance) (Process, error)
+}
+
+// LaunchSpec is what a deploy asks a Launcher to start.
+type LaunchSpec struct {
+	ID       string // the deploy's ID; marks the process and names its log
+	Color    Color
+	Port     int
+	Artifact string // a file on this machine; empty if the command needs none
+	Version  string
+	// Progress, if set, is told of slow preparation steps (an upload).
+	Progress func(msg string)
+}
+
+// Process is one running app instance that a Launcher started or adopted.
+type Process interface {
+	// Record describes the instance for the state file.
+	Record() state.Instance
+	// Wait blocks until the instance exits or ctx is done. It returns
+	// ctx.Err() in the second case; otherwise nil for a clean exit and an
+	// error describing the exit for any other.
+	Wait(ctx context.Context) error
+	// Stop sends sig to the instance (its process group), waits up to grace
+	// for it to exit, then kills it. It returns what it did. An instance
+	// that is already gone is not an error.
+	Stop(ctx context.Context, sig syscall.Signal, grace time.Duration) (string, error)
+	// LogTail returns up to the last n lines of the instance's output.
+	LogTail(ctx context.Context, n int) (string, error)
+	String() string
+}
+
+// launchState is the Switcher's view of the instances baton launched. It is
+// guarded by Switcher.mu.
+type launchState struct {
+	launcher Launcher
+	procs    [2]Process
+}
+
+// SetLauncher lets the Switcher deploy: start new instances with l and stop
+// them through it. It adopts the instances recorded in the state (launched
+// by an earlier baton process), so that a later switch or deploy stops them
+// by PID rather than by port; one that l cannot adopt is logged and left to
+// the Stopper. Call it once, before serving.
+func (s *Switcher) SetLauncher(l Launcher) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.launch.launcher = l
+	for _, c := range Colors {
+		rec, ok := s.st.Instances[c.String()]
+		if !ok || rec.PID == 0 {
+			continue
+		}
+		p, err := l.Adopt(rec)
+		if err != nil {
+			s.logger.Warn("cannot adopt recorded instance; it will be stopped by port", "color", c, "pid", rec.PID, "host", rec.Host, "err", err)
+			continue
+		}
+		s.launch.procs[c] = p
+		s.logger.Info("adopted instance", "color", c, "instance", p.String(), "version", rec.AppVersion)
+	}
+}
+
+// process returns the instance baton launched on c, nil if none.
+func (s *Switcher) process(c Color) Process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.launch.procs[c]
+}
+
+// forget drops what baton knows of c's instance once it has been stopped.
+// The state is saved by the caller.
+func (s *Switcher) forget(c Color) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.launch.procs[c] = nil
+	delete(s.st.Instances, c.String())
+}
+
+// remember records p as c's instance; the state is saved by the caller.
+func (s *Switcher) remember(c Color, p Process) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.launch.procs[c] = p
+	if s.st.Instances == nil {
+		s.st.Instances = map[string]state.Instance{}
+	}
+	rec := p.Record()
+	rec.Addr = s.cfg.Addrs[c]
+	s.st.Instances[c.String()] = rec
+}
+
+// DeployRequest asks for a deploy of one artifact.
+type DeployRequest struct {
+	// Version is the app version; it names the install directory, so it
+	// may hold only letters, digits and . _ + - (at most 128).
+	Version string
+	// Artifact is a file on this machine that baton can read, or empty if
+	// the launcher's command needs none.
+	Artifact string
+	// SHA256 is the artifact's checksum, for the record only.
+	SHA256 string
+}
+
+// DeployResult describes a finished or failed deploy.
+type DeployResult struct {
+	Result
+	Version string
+	// Instance is the new instance (zero if it never started).
+	Instance state.Instance
+	// LogTail holds the last lines of the new instance's log when the deploy
+	// failed after starting it.
+	LogTail string
+}
+
+var versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
+
+// CheckVersion reports, as an ErrInvalid error, whether v cannot be a
+// deploy's version.
+func CheckVersion(v string) error {
+	if !versionRE.MatchString(v) {
+		return fmt.Errorf("%w: version %q: want 1-128 letters, digits or . _ + -, starting with a letter or digit", ErrInvalid, v)
+	}
+	return nil
+}
+
+// Deploy starts req's artifact on the idle colour and switches to it: stop
+// whatever baton left on the idle colour → launch → health check (failing at
+// once if the new instance exits) → swap → persist → drain → stop the old
+// instance. On any failure before the swap the new instance is stopped, the
+// live colour keeps serving, and the error carries the reason; the result
+// carries the new instance's log tail. It shares Switch's lock: a deploy
+// while another operation runs fails with ErrBusy.
+func (s *Switcher) Deploy(ctx context.Context, req DeployRequest, emit func(Event)) (DeployResult, error) {
+	s.mu.Lock()
+	l := s.launch.launcher
+	s.mu.Unlock()
+	if l == nil {
+		return DeployResult{}, fmt.Errorf("%w: %w: start baton serve with --run (and --ssh for a remote host)", ErrInvalid, ErrNoLauncher)
+	}
+	if err := CheckVersion(req.Version); err != nil {
+		return DeployResult{}, err
+	}
+	release, err := s.acquire()
+	if err != nil {
+		return DeployResult{}, err
+	}
+	defer release()
+
+	from := s.Live()
+	to := from.Other()
+	res := DeployResult{Result: Result{ID: newID(), From: from, To: to}, Version: req.Version}
+	started := time.Now()
+	ev, end := s.begin("deploy", res.ID, to, started, emit)
+	defer end()
+	ev("start", fmt.Sprintf("deploy %s %s: %s → %s (%s)", res.ID, req.Version, from, to, s.cfg.Addrs[to]), 0)
+
+	fail := func(err error) (DeployResult, error) {
+		s.record("deploy", req.Version, res.Result, started, err)
+		s.cfg.Observer.DeployDone(res.Result, err)
+		return res, err
+	}
+	if err := s.clearIdle(ctx, to, ev); err != nil {
+		return fail(fmt.Errorf("deploy %s to %s: %w; %s keeps serving", req.Version, to, err, from))
+	}
+
+	t := time.Now()
+	proc, err := l.Launch(ctx, LaunchSpec{
+		ID: res.ID, Color: to, Port: portOf(s.cfg.Addrs[to]), Artifact: req.Artifact, Version: req.Version,
+		Progress: func(msg string) { ev("install", msg, 0) },
+	})
+	if err != nil {
+		return fail(fmt.Errorf("deploy %s to %s: %w: %w; %s keeps serving", req.Version, to, ErrLaunch, err, from))
+	}
+	res.Instance = proc.Record()
+	res.Instance.Addr = s.cfg.Addrs[to]
+	ev("launch", fmt.Sprintf("started %s; log %s", proc, res.Instance.Log), time.Since(t))
+
+	if err := s.waitStarted(ctx, to, proc, ev); err != nil {
+		// Never leave a half-started instance behind, even if the caller
+		// went away.
+		sctx := context.WithoutCancel(ctx)
+		t := time.Now()
+		desc, serr := proc.Stop(sctx, syscall.SIGTERM, s.cfg.StopTimeout)
+		if serr != nil {
+			desc = "could not stop the new instance: " + serr.Error()
+			s.remember(to, proc) // so that the next deploy stops it first
+		}
+		ev("stop", desc, time.Since(t))
+		tail, terr := proc.LogTail(sctx, LogTailLines)
+		if terr != nil {
+			tail = "(could not read the log: " + terr.Error() + ")"
+		}
+		res.LogTail = tail
+		ev("log", fmt.Sprintf("last lines of %s:\n%s", res.Instance.Log, tail), 0)
+		return fail(fmt.Errorf("deploy %s to %s: %w; %s keeps serving (log: %s)", req.Version, to, err, from, res.Instance.Log))
+	}
+
+	// Healthy: record the instance so that the persist step saves it with
+	// the new live colour. From here on the deploy completes even if the
+	// caller goes away.
+	ctx = context.WithoutCancel(ctx)
+	s.remember(to, proc)
+	s.handOver(ctx, &res.Result, ev)
+	res.Stopped = s.stopOld(ctx, from, ev)
+	res.Duration = time.Since(started)
+	s.record("deploy", req.Version, res.Result, started, nil)
+	s.cfg.Observer.DeployDone(res.Result, nil)
+	return res, nil
+}
+
+// clearIdle makes sure nothing serves on the idle colour c before a launch:
+// it stops the instance baton left there (after --no-stop or a failed stop),
+// then refuses to go on if anything still accepts connections on c's
+// address, because a health check would then pass against that process
+// instead of the new one.
+func (s *Switcher) clearIdle(ctx context.Context, c Color, ev stepFunc) error {
+	if p := s.process(c); p != nil {
+		t := time.Now()
+		desc, err := p.Stop(ctx, syscall.SIGTERM, s.cfg.StopTimeout)
+		if err != nil {
+			return fmt.Errorf("stop the previous instance on %s (%s): %w", c, p, err)
+		}
+		s.forget(c)
+		ev("prepare", fmt.Sprintf("stopped the previous %s instance: %s", c, desc), time.Since(t))
+	}
+	addr := s.cfg.Addrs[c]
+	conn, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
+	if err == nil {
+		conn.Close()
+		return fmt.Errorf("%w: %s (%s) is already in use by a process baton did not start; stop it, or use 'baton switch' to move traffic to it", ErrInvalid, c, addr)
+	}
+	return nil
+}
+
+// waitStarted waits until c passes its health checks, failing at once if
+// proc exits first.
+func (s *Switcher) waitStarted(ctx context.Context, c Color, proc Process, ev stepFunc) error {
+	hctx, cancel := context.WithCancel(ctx)
+	exited := make(chan error, 1)
+	go func() {
+		err := proc.Wait(hctx)
+		if hctx.Err() == nil {
+			cancel() // stops the health checks at once
+		}
+		exited <- err
+	}()
+	herr := s.waitHealthy(hctx, c, ev)
+	cancel()
+	werr := <-exited
+	if !errors.Is(werr, context.Canceled) && !errors.Is(werr, context.DeadlineExceeded) {
+		// The process is gone, whether or not the health checks passed
+		// just before: an exited app serves nothing.
+		if werr == nil {
+			return fmt.Errorf("%w (exit status 0)", ErrExited)
+		}
+		return fmt.Errorf("%w (%v)", ErrExited, werr)
+	}
+	return herr
+}
+
+func portOf(addr string) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
