@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -43,6 +44,9 @@ type Config struct {
 	// Deploy configures POST /v1/deploy, served when the Controller is
 	// also a Deployer.
 	Deploy DeployConfig
+	// Upgrade, if set, serves POST /v1/upgrade: replace this baton with a
+	// new binary without closing its sockets.
+	Upgrade Upgrader
 }
 
 // Server is the admin API. Create it with New; it is safe for concurrent use.
@@ -63,6 +67,9 @@ func New(cfg Config, ctl Controller) *Server {
 	s.mux.Handle("POST /v1/switch", s.handle(s.switchColor))
 	if d, ok := ctl.(Deployer); ok {
 		s.mux.Handle("POST /v1/deploy", s.handle(s.deploy(d)))
+	}
+	if cfg.Upgrade != nil {
+		s.mux.Handle("POST /v1/upgrade", s.handle(s.upgrade))
 	}
 	if cfg.Metrics != nil {
 		s.mux.Handle("GET /metrics", cfg.Metrics)
@@ -175,7 +182,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
-var knownPaths = map[string]string{"/v1/status": "GET", "/v1/switch": "POST", "/v1/deploy": "POST", "/metrics": "GET"}
+var knownPaths = map[string]string{"/v1/status": "GET", "/v1/switch": "POST", "/v1/deploy": "POST", "/v1/upgrade": "POST", "/metrics": "GET"}
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
 	if allow, ok := knownPaths[r.URL.Path]; ok {
@@ -188,11 +195,13 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
 // StatusResponse is the body of GET /v1/status.
 type StatusResponse struct {
 	BatonVersion string `json:"baton_version"`
+	// PID is the serving baton process; it changes with an upgrade.
+	PID int `json:"pid"`
 	switcher.Status
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, StatusResponse{BatonVersion: s.cfg.Version, Status: s.ctl.Status()})
+	writeJSON(w, http.StatusOK, StatusResponse{BatonVersion: s.cfg.Version, PID: os.Getpid(), Status: s.ctl.Status()})
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -241,4 +242,49 @@ func FuzzDecodeSwitchRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+type fakeUpgrader struct{ err error }
+
+func (f fakeUpgrader) Upgrade(ctx context.Context, emit func(switcher.Event)) error {
+	if errors.Is(f.err, switcher.ErrBusy) {
+		return f.err
+	}
+	emit(switcher.Event{Step: "start", Message: "starting new baton"})
+	return f.err
+}
+
+func TestUpgradeEndpoint(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		err      error
+		code     int
+		lastStep string
+	}{
+		{"ok", nil, 200, "done"},
+		{"child failed", errors.New("child exited"), 200, "failed"},
+		{"busy", fmt.Errorf("%w: deploy to green", switcher.ErrBusy), 409, ""},
+	} {
+		srv := httptest.NewServer(New(Config{Token: "t", Upgrade: fakeUpgrader{tc.err}}, &fakeController{}))
+		code, body, _ := call(t, "POST", srv.URL+"/v1/upgrade", "t", "")
+		srv.Close()
+		if code != tc.code {
+			t.Errorf("%s: status %d; want %d (%s)", tc.name, code, tc.code, body)
+			continue
+		}
+		if tc.lastStep == "" {
+			errorOf(t, body)
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(body), "\n")
+		var last StreamLine
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || last.Step != tc.lastStep {
+			t.Errorf("%s: last line %q; want step %s", tc.name, lines[len(lines)-1], tc.lastStep)
+		}
+	}
+	// Without an upgrader configured the endpoint does not exist.
+	srv := newTestServer(t, "t", &fakeController{})
+	if code, _, _ := call(t, "POST", srv.URL+"/v1/upgrade", "t", ""); code != 404 && code != 405 {
+		t.Errorf("upgrade without upgrader: status %d; want 404/405", code)
+	}
 }

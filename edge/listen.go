@@ -12,6 +12,11 @@ type ListenConfig struct {
 	HTTP  string // public plain-HTTP address, e.g. ":80"
 	HTTPS string // public HTTPS address, e.g. ":443"; empty when TLS is off
 	Admin string // admin API address, e.g. "127.0.0.1:9900"
+	// Listen opens (or takes over) the socket for addr, called name
+	// ("http", "https" or "admin"). Nil means net.Listen; a self-upgrade
+	// passes a function that returns sockets inherited from the previous
+	// baton or from systemd.
+	Listen func(name, addr string) (net.Listener, error)
 }
 
 // Listeners holds every socket baton serves on. Keeping them together, opened
@@ -29,18 +34,22 @@ type Listeners struct {
 // opened are closed and the error names the address.
 func Listen(cfg ListenConfig) (*Listeners, error) {
 	ls := &Listeners{}
+	listen := cfg.Listen
+	if listen == nil {
+		listen = func(_, addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+	}
 	for _, l := range []struct {
-		name, addr string
-		ln         *net.Listener
+		name, key, addr string
+		ln              *net.Listener
 	}{
-		{"public HTTP", cfg.HTTP, &ls.HTTP},
-		{"public HTTPS", cfg.HTTPS, &ls.HTTPS},
-		{"admin", cfg.Admin, &ls.Admin},
+		{"public HTTP", "http", cfg.HTTP, &ls.HTTP},
+		{"public HTTPS", "https", cfg.HTTPS, &ls.HTTPS},
+		{"admin", "admin", cfg.Admin, &ls.Admin},
 	} {
 		if l.addr == "" {
 			continue
 		}
-		ln, err := net.Listen("tcp", l.addr)
+		ln, err := listen(l.key, l.addr)
 		if err != nil {
 			ls.Close()
 			return nil, fmt.Errorf("%s listener on %s: %w", l.name, l.addr, err)

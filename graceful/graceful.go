@@ -13,6 +13,7 @@ package graceful
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -84,6 +85,11 @@ func (d *Drainer) connState(c net.Conn, s http.ConnState) {
 	}
 }
 
+func isHTTP2(c net.Conn) bool {
+	tc, ok := c.(*tls.Conn)
+	return ok && tc.ConnectionState().NegotiatedProtocol == "h2"
+}
+
 // Open returns how many connections are open (not hijacked).
 func (d *Drainer) Open() int {
 	d.mu.Lock()
@@ -113,13 +119,21 @@ func (d *Drainer) Drain(ctx context.Context, idleClose time.Duration, busy func(
 	for {
 		now := time.Now()
 		d.mu.Lock()
+		open := 0
 		for c, since := range d.conns {
-			if !since.IsZero() && now.Sub(since) >= idleClose {
+			idle := !since.IsZero()
+			if idle && isHTTP2(c) {
+				// An idle HTTP/2 connection is ended by Shutdown with a
+				// GOAWAY, which tells the client not to send on it.
+				continue
+			}
+			if idle && now.Sub(since) >= idleClose {
 				c.Close()
 				delete(d.conns, c)
+				continue
 			}
+			open++
 		}
-		open := len(d.conns)
 		d.mu.Unlock()
 		if open == 0 && (busy == nil || busy() == 0) {
 			return errors.Join(errs...)

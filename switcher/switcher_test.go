@@ -356,3 +356,37 @@ func TestMonitorReportsHealth(t *testing.T) {
 	}
 	t.Fatal("monitor never reported both colours")
 }
+
+func TestExclusiveBlocksSwitchesAndHolds(t *testing.T) {
+	blue, green := newHealthApp(t, 200), newHealthApp(t, 200)
+	f := newFixture(t, blue.addr(), green.addr(), Config{})
+	inside := make(chan struct{})
+	release := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		done <- f.sw.Exclusive("upgrade", nil, func(step func(string, string)) (bool, error) {
+			step("start", "starting")
+			close(inside)
+			<-release
+			return false, nil
+		})
+	}()
+	<-inside
+	if _, err := f.sw.Switch(context.Background(), SwitchRequest{}, nil); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "upgrade") {
+		t.Fatalf("switch during upgrade: %v; want ErrBusy naming the upgrade", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Released: a switch works again. Then hold the lock for good.
+	if _, err := f.sw.Switch(context.Background(), SwitchRequest{}, nil); err != nil {
+		t.Fatalf("switch after upgrade: %v", err)
+	}
+	if err := f.sw.Exclusive("upgrade", nil, func(func(string, string)) (bool, error) { return true, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.sw.Switch(context.Background(), SwitchRequest{}, nil); !errors.Is(err, ErrBusy) {
+		t.Fatalf("switch after a held upgrade: %v; want ErrBusy", err)
+	}
+}

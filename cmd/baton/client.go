@@ -244,3 +244,37 @@ func printStatus(w io.Writer, st admin.StatusResponse, now time.Time) {
 	}
 	tw.Flush()
 }
+
+const upgradeSynopsis = `Usage: baton upgrade [flags]
+
+Replaces the running 'baton serve' with the baton binary now at the same
+path (install the new binary first, e.g. with mv over the old one). The new
+process takes over the listening sockets and the state; once it is ready the
+old one stops accepting, finishes its requests in flight and exits. App
+instances are not touched. If the new binary fails to start or is not ready
+in time, the old one keeps serving and this command exits 1.
+
+The same upgrade runs on SIGHUP or SIGUSR2 to 'baton serve'.`
+
+func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		cf     clientFlags
+		asJSON bool
+	)
+	fs := newFlagSet("upgrade", upgradeSynopsis, stdout)
+	fs.BoolVar(&asJSON, "json", false, "print the raw NDJSON progress lines")
+	cf.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(ctx, http.MethodPost, "/v1/upgrade", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return printStream(resp.Body, stdout, asJSON)
+}

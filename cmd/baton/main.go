@@ -37,6 +37,7 @@ Commands:
   switch    move traffic to the other colour (health check, swap, drain, stop old)
   status    show the live colour, each app's health and the last switches
   demo      run a self-contained demo: two app versions, switches under load
+  upgrade   replace the running baton with the binary now at its path, dropping nothing
   probe     send steady load at a URL and report what users saw (CI gate, timeline plot)
   version   print baton's version
 
@@ -67,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runDeploy(ctx, rest, stdout, stderr)
 	case "switch":
 		err = runSwitch(ctx, rest, stdout, stderr)
+	case "upgrade":
+		err = runUpgrade(ctx, rest, stdout, stderr)
 	case "status":
 		err = runStatus(ctx, rest, stdout, stderr)
 	case "probe":

@@ -16,10 +16,12 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/batonproxy/baton/admin"
+	"github.com/batonproxy/baton/graceful"
 	"github.com/batonproxy/baton/health"
 	"github.com/batonproxy/baton/proxy"
 	"github.com/batonproxy/baton/state"
 	"github.com/batonproxy/baton/switcher"
+	"github.com/batonproxy/baton/upgrade"
 )
 
 const serveSynopsis = `Usage: baton serve [flags]
@@ -55,6 +57,7 @@ type serveConfig struct {
 	Edge           edgeConfig    // TLS, limits, client IPs: serve_edge.go
 	Observe        observeConfig // metrics listener, access log: serve_observe.go
 	Launch         launchConfig  // deploys: --run, --ssh: serve_launch.go
+	Upgrade        upgradeConfig // baton's own upgrade: serve_upgrade.go
 }
 
 func (c *serveConfig) flags(fs *pflag.FlagSet) {
@@ -79,6 +82,7 @@ func (c *serveConfig) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	c.Observe.flags(fs)
 	c.Launch.flags(fs)
+	c.Upgrade.flags(fs)
 }
 
 func (c *serveConfig) validate() error {
@@ -146,6 +150,13 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	if err != nil {
 		return err
 	}
+	// The upgrader comes first: it knows whether this process inherits its
+	// sockets from a previous baton (or from systemd).
+	upg, err := upgrade.New(cfg.Upgrade.PIDFile, cfg.Upgrade.Timeout)
+	if err != nil {
+		return err
+	}
+	defer upg.Stop()
 	obs, err := newObservability(cfg.Observe, logger)
 	if err != nil {
 		return err
@@ -178,37 +189,64 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	// All listeners (public and admin) are opened by startEdge, in one
 	// place, so that they can later be handed over to a new baton process
 	// or taken from systemd.
-	pub, err := startEdge(cfg, h, logger)
+	pub, err := startEdge(cfg, h, logger, upg.Listen)
 	if err != nil {
 		return err
 	}
 	defer pub.close()
-	metricsLn, err := obs.listen() // nil without --metrics
+	metricsLn, err := obs.listen(upg.Listen) // nil without --metrics
 	if err != nil {
 		return err
 	}
 	stopMetrics := obs.serve(metricsLn)
 	defer stopMetrics()
+	su := &selfUpgrade{upg: upg, sw: sw, logger: logger}
 	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger, Metrics: obs.metrics.Handler(),
-		Deploy: cfg.Launch.adminConfig(store.Dir())}, sw).NewHTTPServer()
+		Deploy: cfg.Launch.adminConfig(store.Dir()), Upgrade: su}, sw).NewHTTPServer()
 
 	monitorCtx, stopMonitor := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopMonitor()
 	go sw.Monitor(monitorCtx)
 
+	// The drainer tracks every connection so that a stop or an upgrade
+	// can let clients leave cleanly instead of resetting keep-alives.
+	drainer := graceful.New()
+	for _, s := range append(pub.httpServers(), adm) {
+		drainer.Attach(s)
+	}
+	for _, ln := range []net.Listener{pub.lns.HTTP, pub.lns.HTTPS, pub.lns.Admin} {
+		if ln != nil {
+			drainer.Listener(ln)
+		}
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- pub.run() }()
 	go func() { errc <- serveOn(adm, pub.lns.Admin, "admin") }()
+	if err := upg.Ready(); err != nil {
+		logger.Error("could not tell the previous baton we are ready", "err", err)
+	}
+	go su.upgradeOnSignal(monitorCtx)
 	logger.Info("baton serving", append(pub.logAttrs(), "version", version, "admin", pub.lns.Admin.Addr().String(),
 		"live", sw.Live(), "blue", cfg.Blue, "green", cfg.Green, "state", store.Path(), "admin_auth", token != "")...)
 
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
+	case <-upg.Exit():
+		logger.Info("a new baton took over the sockets")
 	}
+	// No more upgrades; without one, this releases the upgrader's copies of
+	// the listening sockets so that the kernel stops queueing connections
+	// nobody will accept.
+	upg.Stop()
 	logger.Info("shutting down: finishing requests in flight", "grace", cfg.ShutdownGrace)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
+	if derr := drainer.Drain(sctx, graceful.DefaultIdleClose, func() int64 {
+		return rt.InFlight(switcher.Blue) + rt.InFlight(switcher.Green)
+	}); derr != nil {
+		logger.Warn("drain deadline passed with connections still open", "open", drainer.Open(), "err", derr)
+	}
 	var wg sync.WaitGroup
 	for _, s := range append(pub.httpServers(), adm) {
 		wg.Add(1)

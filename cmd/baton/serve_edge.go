@@ -142,9 +142,10 @@ type publicServer struct {
 
 // startEdge opens every listener of 'baton serve' and builds the public
 // servers around app (the proxy). Nothing is served until run.
-func startEdge(cfg serveConfig, app http.Handler, logger *slog.Logger) (*publicEdge, error) {
+// listen, if not nil, opens (or takes over) each socket; see edge.ListenConfig.
+func startEdge(cfg serveConfig, app http.Handler, logger *slog.Logger, listen func(name, addr string) (net.Listener, error)) (*publicEdge, error) {
 	ec := cfg.Edge
-	lns, err := edge.Listen(edge.ListenConfig{HTTP: cfg.HTTPAddr, HTTPS: ec.httpsAddr(), Admin: cfg.AdminAddr})
+	lns, err := edge.Listen(edge.ListenConfig{HTTP: cfg.HTTPAddr, HTTPS: ec.httpsAddr(), Admin: cfg.AdminAddr, Listen: listen})
 	if err != nil {
 		return nil, err
 	}

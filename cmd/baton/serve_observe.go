@@ -66,16 +66,14 @@ func (o *observability) track(rt *router) {
 	}
 }
 
-// listen opens the --metrics listener; nil if the flag is not set.
-func (o *observability) listen() (net.Listener, error) {
+// listen opens the --metrics listener with listen, the function that
+// opens (or inherits, across an upgrade of baton) every listener; nil if
+// the flag is not set.
+func (o *observability) listen(listen func(name, addr string) (net.Listener, error)) (net.Listener, error) {
 	if o.cfg.MetricsAddr == "" {
 		return nil, nil
 	}
-	ln, err := net.Listen("tcp", o.cfg.MetricsAddr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics listener: %w", err)
-	}
-	return ln, nil
+	return listen("metrics", o.cfg.MetricsAddr)
 }
 
 // serve serves /metrics on ln (if not nil) until the returned function is

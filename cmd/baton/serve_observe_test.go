@@ -3,10 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,18 +67,31 @@ func testServeObservability(t *testing.T, format string) {
 	}
 	public, adminURL, metricsAddr := "127.0.0.1:"+strconv.Itoa(ports[0]), "http://127.0.0.1:"+strconv.Itoa(ports[1]), "127.0.0.1:"+strconv.Itoa(ports[2])
 
+	// serve runs in a child process (this test binary, see
+	// TestServeHelperProcess): it installs process-wide state, such as the
+	// upgrader, that only one serve per process may hold.
+	args, _ := json.Marshal([]string{"serve",
+		"--http", public, "--admin", strings.TrimPrefix(adminURL, "http://"),
+		"--blue", blue.Listener.Addr().String(), "--green", green.Listener.Addr().String(),
+		"--state-dir", t.TempDir(), "--no-stop", // the apps are in this process: never signal it
+		"--health-interval", "10ms", "--metrics", metricsAddr, "--access-log",
+		"--log-format", format, "--log-level", "debug"})
 	var logs lockedBuffer
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	exit := make(chan int, 1)
-	go func() {
-		exit <- run(ctx, []string{"serve",
-			"--http", public, "--admin", strings.TrimPrefix(adminURL, "http://"),
-			"--blue", blue.Listener.Addr().String(), "--green", green.Listener.Addr().String(),
-			"--state-dir", t.TempDir(), "--no-stop", // the apps are in this process: never signal it
-			"--health-interval", "10ms", "--metrics", metricsAddr, "--access-log",
-			"--log-format", format, "--log-level", "debug"}, io.Discard, &logs)
+	child := exec.Command(os.Args[0], "-test.run=^TestServeHelperProcess$")
+	child.Env = append(os.Environ(), "BATON_TEST_SERVE_ARGS="+string(args))
+	child.Stdout, child.Stderr = io.Discard, &logs
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exit := make(chan error, 1)
+	go func() { exit <- child.Wait() }()
+	defer func() {
+		if child.ProcessState == nil {
+			child.Process.Kill()
+			<-exit
+		}
 	}()
+	ctx := t.Context()
 
 	client := &http.Client{Timeout: 10 * time.Second}
 	do := func(method, url, auth string) (int, string) {
@@ -158,14 +177,16 @@ func testServeObservability(t *testing.T, format string) {
 		t.Errorf("metrics: %v requests, %v ok switches; want %d and 1", requests, switchesOK, sent)
 	}
 
-	cancel()
+	if err := child.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
 	select {
-	case code := <-exit:
-		if code != exitOK {
-			t.Errorf("baton serve exited %d; logs:\n%s", code, logs.String())
+	case err := <-exit:
+		if err != nil {
+			t.Errorf("baton serve: %v; logs:\n%s", err, logs.String())
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("baton serve did not stop")
+		t.Fatal("baton serve did not stop on SIGINT")
 	}
 
 	out := logs.String() + cliOut.String()
@@ -195,12 +216,29 @@ func testServeObservability(t *testing.T, format string) {
 	}
 }
 
-func TestServeMetricsFlagValidation(t *testing.T) {
-	var out lockedBuffer
-	t.Setenv("BATON_ADMIN_TOKEN", "")
-	code := run(t.Context(), []string{"serve", "--metrics", "nonsense", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-		"--state-dir", t.TempDir()}, &out, &out)
-	if code != exitUsage || !strings.Contains(out.String(), "--metrics") {
-		t.Errorf("serve --metrics nonsense: exit %d, %q; want exit 2 naming --metrics", code, out.String())
+// TestServeHelperProcess is 'baton serve' in a child process for
+// TestServeObservability; run on its own it does nothing.
+func TestServeHelperProcess(t *testing.T) {
+	raw := os.Getenv("BATON_TEST_SERVE_ARGS")
+	if raw == "" {
+		t.Skip("helper process for TestServeObservability")
+	}
+	var args []string
+	if err := json.Unmarshal([]byte(raw), &args); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	code := run(ctx, args, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func TestMetricsFlagValidation(t *testing.T) {
+	_, err := newObservability(observeConfig{MetricsAddr: "nonsense"}, slog.New(slog.DiscardHandler))
+	if err == nil || !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--metrics") {
+		t.Errorf("--metrics nonsense: %v; want a usage error naming --metrics", err)
+	}
+	if _, err := newObservability(observeConfig{MetricsAddr: "127.0.0.1:0"}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Errorf("--metrics 127.0.0.1:0: %v", err)
 	}
 }

@@ -70,15 +70,15 @@ const (
 
 // Defaults for the zero values of Config fields.
 const (
-	DefaultPath       = "/"
-	DefaultSlowPath   = "/slow"
-	DefaultPostPath   = "/echo"
+	DefaultPath     = "/"
+	DefaultSlowPath = "/slow"
+	DefaultPostPath = "/echo"
 	// DefaultVersionHeader is the sample app's version header.
 	DefaultVersionHeader = "X-App-Version"
-	DefaultTimeout    = 10 * time.Second
-	DefaultSlowMin    = 500 * time.Millisecond
-	DefaultSlowMax    = 2 * time.Second
-	DefaultMaxOneShot = 256
+	DefaultTimeout       = 10 * time.Second
+	DefaultSlowMin       = 500 * time.Millisecond
+	DefaultSlowMax       = 2 * time.Second
+	DefaultMaxOneShot    = 256
 )
 
 // POST body sizes, uniform in [minPostBody, maxPostBody].

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/batonproxy/baton/switcher"
+	"github.com/batonproxy/baton/upgrade"
+)
+
+// upgradeConfig holds the flags of baton's own in-place upgrade.
+type upgradeConfig struct {
+	PIDFile string
+	Timeout time.Duration
+}
+
+func (c *upgradeConfig) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.PIDFile, "pid-file", os.Getenv("BATON_PID_FILE"), "write the serving process's PID to `file` (for systemd's PIDFile= across upgrades) [$BATON_PID_FILE]")
+	fs.DurationVar(&c.Timeout, "upgrade-timeout", upgrade.DefaultTimeout, "how long a new baton may take to become ready during 'baton upgrade'")
+}
+
+// selfUpgrade runs an upgrade of baton itself as an exclusive operation of
+// the switcher: no deploy or switch can run during it, and none can start
+// in this process after it succeeded.
+type selfUpgrade struct {
+	upg    *upgrade.Upgrader
+	sw     *switcher.Switcher
+	logger *slog.Logger
+}
+
+func (u *selfUpgrade) Upgrade(ctx context.Context, emit func(switcher.Event)) error {
+	return u.sw.Exclusive("upgrade", emit, func(step func(string, string)) (bool, error) {
+		step("start", fmt.Sprintf("starting the baton binary at %s (this is pid %d, version %s) with the listening sockets", os.Args[0], os.Getpid(), version))
+		if err := u.upg.Upgrade(ctx); err != nil {
+			return false, fmt.Errorf("new baton did not become ready: %w", err)
+		}
+		step("ready", fmt.Sprintf("the new baton serves; pid %d stops accepting and finishes its requests in flight", os.Getpid()))
+		return true, nil
+	})
+}
+
+// upgradeOnSignal upgrades on SIGHUP or SIGUSR2 (nginx uses USR2; systemd's
+// ExecReload sends HUP) until ctx is done.
+func (u *selfUpgrade) upgradeOnSignal(ctx context.Context) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case sig := <-sigs:
+			u.logger.Info("upgrade requested by signal", "signal", sig.String())
+			if err := u.Upgrade(ctx, nil); err != nil {
+				u.logger.Error("upgrade failed; this baton keeps serving", "err", err)
+			}
+		}
+	}
+}

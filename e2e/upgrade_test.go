@@ -1,0 +1,230 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/batonproxy/baton/internal/loadgen"
+	"github.com/batonproxy/baton/launcher"
+)
+
+// install copies src to dst atomically, as a package manager or `mv` would
+// install a new baton over the running one.
+func install(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := dst + ".new"
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func buildVersion(t *testing.T, dir, v string) string {
+	t.Helper()
+	out := filepath.Join(dir, "baton-"+v)
+	cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+v, "-o", out, "../cmd/baton")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", v, err, b)
+	}
+	return out
+}
+
+// upgradeBaton starts 'baton serve' from an installed path, with its output
+// in a file: processes started by an upgrade inherit it and outlive the
+// first one, so a pipe to the test would never close.
+func upgradeBaton(t *testing.T, b *baton, bin string, extra ...string) (*exec.Cmd, string) {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), "baton.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logf.Close() })
+	args := append([]string{"serve", "--http", b.http, "--admin", b.admin, "--blue", b.blue, "--green", b.green,
+		"--state-dir", b.state, "--health-interval", "100ms", "--pid-file", filepath.Join(b.state, "baton.pid")}, extra...)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "BATON_ADMIN_TOKEN="+b.token)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go cmd.Wait()
+	// Whatever baton is serving at the end is stopped by its PID.
+	t.Cleanup(func() {
+		if st, err := b.status(); err == nil && st.PID > 0 {
+			syscall.Kill(st.PID, syscall.SIGKILL)
+		}
+		cmd.Process.Kill()
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := b.status(); err == nil {
+			return cmd, logPath
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(logPath)
+			t.Fatalf("baton did not start:\n%s", log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func waitGone(t *testing.T, pid int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for launcher.Alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("old baton pid %d still running after %s", pid, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestUpgradeUnderLoadLosesNothing upgrades baton itself 10 times in a row,
+// alternating two builds, under continuous load through the public port,
+// once by signal and otherwise with 'baton upgrade'.
+func TestUpgradeUnderLoadLosesNothing(t *testing.T) {
+	rounds := 10
+	if testing.Short() {
+		rounds = 3
+	}
+	dir := t.TempDir()
+	builds := []string{buildVersion(t, dir, "upgrade-a"), buildVersion(t, dir, "upgrade-b")}
+	installed := filepath.Join(dir, "baton")
+	install(t, builds[0], installed)
+
+	b := newBaton(t)
+	app := startApp(t, b.blue, "v1")
+	waitListening(t, app, 10*time.Second)
+	_, logPath := upgradeBaton(t, b, installed)
+	st, err := b.status()
+	if err != nil || st.BatonVersion != "upgrade-a" {
+		t.Fatalf("status %+v, %v; want version upgrade-a", st, err)
+	}
+	pids := []int{st.PID}
+
+	ctx, stopLoad := context.WithCancel(context.Background())
+	reportc := make(chan *loadgen.Report, 1)
+	go func() {
+		reportc <- loadgen.Run(ctx, loadgen.Config{
+			Target: b.http, Rate: 300, KeepAliveConns: 16,
+			NewConnFraction: 0.1, SlowFraction: 0.05, SlowMin: 300 * time.Millisecond, SlowMax: time.Second,
+			PostFraction: 0.1,
+		})
+	}()
+	time.Sleep(300 * time.Millisecond)
+
+	for i := 1; i <= rounds; i++ {
+		want := []string{"upgrade-a", "upgrade-b"}[i%2]
+		install(t, builds[i%2], installed)
+		old := pids[len(pids)-1]
+		if i == 3 {
+			// systemd's ExecReload and nginx habits: a signal does the same.
+			syscall.Kill(old, syscall.SIGHUP)
+		} else if out, code := b.cli("upgrade"); code != 0 {
+			log, _ := os.ReadFile(logPath)
+			t.Fatalf("upgrade %d exited %d:\n%s\nbaton log:\n%s", i, code, out, log)
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			st, err = b.status()
+			if err == nil && st.PID != old && st.BatonVersion == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				log, _ := os.ReadFile(logPath)
+				t.Fatalf("upgrade %d: status %+v, %v; want a new pid running %s\nbaton log:\n%s", i, st, err, want, log)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if st.Live != "blue" {
+			t.Fatalf("upgrade %d changed the live colour to %s", i, st.Live)
+		}
+		pids = append(pids, st.PID)
+		// The old process finishes its requests and exits before the next
+		// round (the slow requests bound how long that takes).
+		waitGone(t, old, 10*time.Second)
+	}
+	time.Sleep(300 * time.Millisecond)
+	stopLoad()
+	rep := <-reportc
+	t.Logf("load summary across %d upgrades:\n%s", rounds, rep.Summary())
+	if f := rep.Failures(); len(f) > 0 {
+		for i, r := range f {
+			if i == 10 {
+				break
+			}
+			t.Errorf("failed: %+v", r)
+		}
+		log, _ := os.ReadFile(logPath)
+		t.Fatalf("%d of %d requests failed across upgrades (%v)\nbaton log:\n%s", len(f), rep.Total(), rep.FailuresByKind(), log)
+	}
+	if rep.Total() < rounds*50 {
+		t.Fatalf("only %d requests were sent", rep.Total())
+	}
+	if app.exited() {
+		t.Fatal("an upgrade of baton stopped the app")
+	}
+	for _, pid := range pids[:len(pids)-1] {
+		if launcher.Alive(pid) {
+			t.Errorf("old baton pid %d is still running", pid)
+		}
+	}
+	pidFile, err := os.ReadFile(filepath.Join(b.state, "baton.pid"))
+	if err != nil || strings.TrimSpace(string(pidFile)) != strconv.Itoa(pids[len(pids)-1]) {
+		t.Errorf("pid file holds %q (%v); want the serving pid %d", pidFile, err, pids[len(pids)-1])
+	}
+}
+
+// TestUpgradeToBrokenBinaryKeepsServing: a new binary that exits at once,
+// or never becomes ready, is a clean failure; the old baton keeps serving.
+func TestUpgradeToBrokenBinaryKeepsServing(t *testing.T) {
+	dir := t.TempDir()
+	good := buildVersion(t, dir, "good")
+	installed := filepath.Join(dir, "baton")
+	install(t, good, installed)
+	b := newBaton(t)
+	app := startApp(t, b.blue, "v1")
+	waitListening(t, app, 10*time.Second)
+	upgradeBaton(t, b, installed, "--upgrade-timeout", "1s")
+	before, _ := b.status()
+
+	for name, script := range map[string]string{
+		"exits":    "#!/bin/sh\necho broken build >&2\nexit 3\n",
+		"hangs":    "#!/bin/sh\nexec sleep 30\n",
+		"not exec": "this is not a program\n",
+	} {
+		if err := os.WriteFile(installed+".new", []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.Rename(installed+".new", installed)
+		out, code := b.cli("upgrade")
+		if code != 1 || !strings.Contains(out, "did not become ready") {
+			t.Errorf("%s: upgrade exited %d; want 1 with the reason:\n%s", name, code, out)
+		}
+		st, err := b.status()
+		if err != nil || st.PID != before.PID || st.BatonVersion != "good" {
+			t.Fatalf("%s: after a failed upgrade status %+v, %v; want the old baton", name, st, err)
+		}
+		if code, _, v := get(t, b.http, "/"); code != 200 || v != "v1" {
+			t.Fatalf("%s: after a failed upgrade GET / = %d from %q", name, code, v)
+		}
+	}
+	// A deploy/switch is possible again: the failed upgrade released the lock.
+	if out, code := b.cli("switch", "--to", "blue"); code != 1 || !strings.Contains(out, "already live") {
+		t.Errorf("switch after failed upgrades: exit %d:\n%s", code, out)
+	}
+}
