@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -226,5 +227,61 @@ func TestUpgradeToBrokenBinaryKeepsServing(t *testing.T) {
 	// A deploy/switch is possible again: the failed upgrade released the lock.
 	if out, code := b.cli("switch", "--to", "blue"); code != 1 || !strings.Contains(out, "already live") {
 		t.Errorf("switch after failed upgrades: exit %d:\n%s", code, out)
+	}
+}
+
+// TestSystemdSocketActivation hands baton its public and admin sockets the
+// way systemd does (LISTEN_FDS, LISTEN_PID, fds from 3). The test keeps its
+// own copies of the sockets open, so baton could not have bound the ports
+// itself: serving on them proves it took the inherited ones.
+func TestSystemdSocketActivation(t *testing.T) {
+	b := newBaton(t)
+	app := startApp(t, b.blue, "v1")
+	waitListening(t, app, 10*time.Second)
+	var files []*os.File
+	for _, addr := range []string{b.http, b.admin} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		f, err := ln.(*net.TCPListener).File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		files = append(files, f)
+	}
+	// systemd sets LISTEN_PID to the service's PID after fork; the shell's
+	// $$ is the PID that exec keeps.
+	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=2 LISTEN_FDNAMES=http:admin exec "$0" "$@"`,
+		batonBin, "serve", "--http", b.http, "--admin", b.admin, "--blue", b.blue, "--green", b.green, "--state-dir", b.state)
+	cmd.ExtraFiles = files
+	cmd.Env = append(os.Environ(), "BATON_ADMIN_TOKEN="+b.token)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := b.status(); err == nil {
+			break
+		}
+		select {
+		case <-done:
+			t.Fatalf("baton exited:\n%s", out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("baton did not serve on the systemd sockets:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, _, v := get(t, b.http, "/"); code != 200 || v != "v1" {
+		t.Fatalf("GET / through the activated socket: %d from %q", code, v)
 	}
 }
