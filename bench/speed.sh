@@ -146,6 +146,7 @@ wait_ok "http://127.0.0.1:$NGINX_PORT/"
 T_NAMES=("app direct" nginx)
 T_PORTS=("$APP_PORT" "$NGINX_PORT")
 T_PIDS=("" "$NGINX_PID")
+T_CPUPIDS=("$APP_PID" "$NGINX_PID")
 i=0
 for v in $BATON_VARIANTS; do
 	IFS=: read -r name bin envs <<<"$v"
@@ -171,6 +172,7 @@ for v in $BATON_VARIANTS; do
 	T_NAMES+=("$name")
 	T_PORTS+=("$port")
 	T_PIDS+=("$pid")
+	T_CPUPIDS+=("$pid")
 done
 N=${#T_NAMES[@]}
 
@@ -192,15 +194,32 @@ to_ms() { # wrk latency such as 812.00us, 1.23ms, 1.01s
 		else { sub(/s$/, "", v); printf "%.3f", v * 1000 } }'
 }
 
+cpu_ticks() { # pid and its children: utime+stime in clock ticks
+	local total=0 c
+	for c in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
+		total=$((total + $(awk '{ print $14 + $15 }' "/proc/$c/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+
 run_wrk() { # scenario, target index, round
-	local sc=$1 t=$2 r=$3 url="http://127.0.0.1:${T_PORTS[$2]}" args out value errs
+	local sc=$1 t=$2 r=$3 url="http://127.0.0.1:${T_PORTS[$2]}" args out value errs t0 t1 n
 	case $sc in
 	small) args=(-c50 "$url/") ;;
 	big) args=(-c16 "$url/big?kib=1024") ;;
 	post) args=(-c16 -s "$OUT/post.lua" "$url/echo") ;;
 	p99) args=(-c10 --latency "$url/") ;;
 	esac
+	t0=$(cpu_ticks "${T_CPUPIDS[$t]}")
 	out=$(wrk -t"$THREADS" -d"${DURATION}s" "${args[@]}" 2>&1)
+	t1=$(cpu_ticks "${T_CPUPIDS[$t]}")
+	if [ "$sc" = small ]; then
+		# CPU time the proxy (for "app direct", the app) spent per request:
+		# less sensitive than req/s to what else the machine is doing.
+		n=$(awk '/requests in/ { print $1 }' <<<"$out")
+		printf '%s\t%s\t%s\t%s\t%s\n' "$r" cpu "$t" "$(awk -v d=$((t1 - t0)) -v n="${n:-0}" -v hz="$HZ" 'BEGIN { printf "%.1f", n > 0 ? d / hz * 1e6 / n : 0 }')" 0 >>"$RES"
+	fi
 	if [ "$sc" = p99 ]; then
 		value=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
 	else
@@ -242,17 +261,19 @@ errors() {
 	echo
 	echo "Machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r), $(go version | cut -d' ' -f3), $("$NGINX" -v 2>&1 | cut -d' ' -f3), wrk -t$THREADS; ${ROUNDS} interleaved rounds of ${DURATION}s, medians; (x) = ratio to nginx."
 	echo
-	printf '| proxy | small GET, 50 conns | 1 MiB GET, 16 conns | POST 64 KiB, 16 conns | p99 small, 10 conns | peak RSS | errors |\n'
-	printf '|---|---|---|---|---|---|---|\n'
+	printf '| proxy | small GET, 50 conns | 1 MiB GET, 16 conns | POST 64 KiB, 16 conns | p99 small, 10 conns | CPU per small GET | peak RSS | errors |\n'
+	printf '|---|---|---|---|---|---|---|---|\n'
 	for t in $(seq 0 $((N - 1))); do
 		row="| ${T_NAMES[$t]}"
-		for sc in small big post p99; do
+		for sc in small big post p99 cpu; do
 			v=$(median "$sc" "$t")
 			ng=$(median "$sc" 1)
 			if [ -z "$v" ]; then
 				row+=" | -"
 			elif [ "$sc" = p99 ]; then
 				row+=" | $(awk -v v="$v" -v n="$ng" 'BEGIN { printf "%.2f ms (%.2fx)", v, (n > 0 ? v / n : 0) }')"
+			elif [ "$sc" = cpu ]; then
+				row+=" | $(awk -v v="$v" -v n="$ng" 'BEGIN { printf "%.1f µs (%.2fx)", v, (n > 0 ? v / n : 0) }')"
 			else
 				row+=" | $(awk -v v="$v" -v n="$ng" 'BEGIN { printf "%\047d (%.2fx)", v, (n > 0 ? v / n : 0) }')"
 			fi
@@ -263,6 +284,7 @@ errors() {
 		echo "$row"
 	done
 	echo
+	echo "CPU per small GET: user+system CPU time of the proxy's processes (for app direct: of the app) during the small-GET runs, divided by the requests served; it counts the proxy only, not the app behind it or wrk."
 	echo "Peak RSS is VmHWM from /proc/PID/status; for nginx the master's and both workers' summed. errors: wrk socket errors plus non-2xx answers, all rounds."
 } | tee "$OUT/table.md"
 

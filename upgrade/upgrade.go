@@ -39,6 +39,11 @@ var ErrInProgress = errors.New("an upgrade is already in progress")
 // Upgrader hands listening sockets to a new process. Create it with New, call
 // Listen for every socket, then Ready once serving. It is safe for
 // concurrent use.
+//
+// A nil *Upgrader is valid: it opens sockets itself, never upgrades, and its
+// Exit channel never fires. Only one non-nil Upgrader can exist per process
+// (tableflip's rule), so code that runs several servers in one process, such
+// as tests, uses nil.
 type Upgrader struct {
 	tf      *tableflip.Upgrader
 	systemd map[string]*os.File // by name ("http", "https", "admin") or address
@@ -66,11 +71,18 @@ func New(pidFile string, timeout time.Duration) (*Upgrader, error) {
 }
 
 // HasParent reports whether this process was started by an upgrade.
-func (u *Upgrader) HasParent() bool { return u.tf.HasParent() }
+func (u *Upgrader) HasParent() bool { return u != nil && u.tf.HasParent() }
 
 // Listen returns a TCP listener for addr, known to the rest of baton as
 // name ("http", "https" or "admin"): inherited, from systemd, or new.
 func (u *Upgrader) Listen(name, addr string) (net.Listener, error) {
+	if u == nil {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s listener on %s: %w", name, addr, err)
+		}
+		return ln, nil
+	}
 	ln, err := u.tf.Fds.Listener("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s listener %s: inherited socket: %w", name, addr, err)
@@ -99,15 +111,28 @@ func (u *Upgrader) Listen(name, addr string) (net.Listener, error) {
 
 // Ready tells a parent baton (if any) that this process serves, writes the
 // PID file, and closes inherited sockets nobody asked for.
-func (u *Upgrader) Ready() error { return u.tf.Ready() }
+func (u *Upgrader) Ready() error {
+	if u == nil {
+		return nil
+	}
+	return u.tf.Ready()
+}
 
 // WaitForParent blocks until the baton that started this one has exited.
-func (u *Upgrader) WaitForParent(ctx context.Context) error { return u.tf.WaitForParent(ctx) }
+func (u *Upgrader) WaitForParent(ctx context.Context) error {
+	if u == nil {
+		return nil
+	}
+	return u.tf.WaitForParent(ctx)
+}
 
 // Upgrade starts the new binary and returns once it is ready (nil) or has
 // failed (the old process keeps serving). It first waits, up to ctx, for a
 // previous baton that is still finishing its requests to exit.
 func (u *Upgrader) Upgrade(ctx context.Context) error {
+	if u == nil {
+		return errors.New("upgrades are not enabled in this process")
+	}
 	if err := u.tf.WaitForParent(ctx); err != nil && ctx.Err() != nil {
 		return fmt.Errorf("%w: the previous baton is still finishing its requests", ErrInProgress)
 	}
@@ -120,10 +145,19 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 
 // Exit is closed when an upgrade succeeded and this process should finish
 // its requests and exit.
-func (u *Upgrader) Exit() <-chan struct{} { return u.tf.Exit() }
+func (u *Upgrader) Exit() <-chan struct{} {
+	if u == nil {
+		return nil
+	}
+	return u.tf.Exit()
+}
 
 // Stop prevents further upgrades; call it on shutdown.
-func (u *Upgrader) Stop() { u.tf.Stop() }
+func (u *Upgrader) Stop() {
+	if u != nil {
+		u.tf.Stop()
+	}
+}
 
 // systemdFiles returns the sockets systemd passed with LISTEN_FDS, keyed by
 // their LISTEN_FDNAMES name when set and always by local address. The

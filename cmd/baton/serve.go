@@ -21,7 +21,6 @@ import (
 	"github.com/batonproxy/baton/proxy"
 	"github.com/batonproxy/baton/state"
 	"github.com/batonproxy/baton/switcher"
-	"github.com/batonproxy/baton/upgrade"
 )
 
 const serveSynopsis = `Usage: baton serve [flags]
@@ -152,7 +151,7 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	}
 	// The upgrader comes first: it knows whether this process inherits its
 	// sockets from a previous baton (or from systemd).
-	upg, err := upgrade.New(cfg.Upgrade.PIDFile, cfg.Upgrade.Timeout)
+	upg, err := cfg.Upgrade.open()
 	if err != nil {
 		return err
 	}
@@ -200,9 +199,14 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	}
 	stopMetrics := obs.serve(metricsLn)
 	defer stopMetrics()
-	su := &selfUpgrade{upg: upg, sw: sw, logger: logger}
+	var su *selfUpgrade
+	var admUpgrade admin.Upgrader
+	if upg != nil {
+		su = &selfUpgrade{upg: upg, sw: sw, logger: logger}
+		admUpgrade = su
+	}
 	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger, Metrics: obs.metrics.Handler(),
-		Deploy: cfg.Launch.adminConfig(store.Dir()), Upgrade: su}, sw).NewHTTPServer()
+		Deploy: cfg.Launch.adminConfig(store.Dir()), Upgrade: admUpgrade}, sw).NewHTTPServer()
 
 	monitorCtx, stopMonitor := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopMonitor()
@@ -225,7 +229,9 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	if err := upg.Ready(); err != nil {
 		logger.Error("could not tell the previous baton we are ready", "err", err)
 	}
-	go su.upgradeOnSignal(monitorCtx)
+	if su != nil {
+		go su.upgradeOnSignal(monitorCtx)
+	}
 	logger.Info("baton serving", append(pub.logAttrs(), "version", version, "admin", pub.lns.Admin.Addr().String(),
 		"live", sw.Live(), "blue", cfg.Blue, "green", cfg.Green, "state", store.Path(), "admin_auth", token != "")...)
 

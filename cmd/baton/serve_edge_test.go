@@ -156,6 +156,7 @@ func startServe(t *testing.T, blue, green *edgeApp, args ...string) *runningBato
 		t.Fatalf("flags %q: %v", all, err)
 	}
 	cfg.Edge.certPoll = 10 * time.Millisecond
+	cfg.Upgrade.inProcess = true
 	lnc := make(chan *edge.Listeners, 1)
 	cfg.Edge.onListen = func(lns *edge.Listeners) { lnc <- lns }
 

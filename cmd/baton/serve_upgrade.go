@@ -19,6 +19,17 @@ import (
 type upgradeConfig struct {
 	PIDFile string
 	Timeout time.Duration
+	// inProcess is set by tests that run serve in the test process: only
+	// one upgrader may exist per process, so they run without one.
+	inProcess bool
+}
+
+// open returns the process's upgrader, or nil when upgrades are off.
+func (c *upgradeConfig) open() (*upgrade.Upgrader, error) {
+	if c.inProcess {
+		return nil, nil
+	}
+	return upgrade.New(c.PIDFile, c.Timeout)
 }
 
 func (c *upgradeConfig) flags(fs *pflag.FlagSet) {
