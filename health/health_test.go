@@ -15,13 +15,13 @@ func TestOnly2xxIsHealthy(t *testing.T) {
 	for _, tc := range []struct {
 		status int
 		ok     bool
-	}{{200, true}, {204, true}, {301, false}, {404, false}, {500, false}, {503, false}} {
+	}{{200, true}, {204, true}, {http.StatusMovedPermanently, false}, {404, false}, {500, false}, {503, false}} {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path != "/ready" {
 				t.Errorf("probed %s; want /ready", r.URL.Path)
 			}
-			if tc.status == 301 {
-				http.Redirect(w, r, "/elsewhere", 301)
+			if tc.status == http.StatusMovedPermanently {
+				http.Redirect(w, r, "/elsewhere", http.StatusMovedPermanently)
 				return
 			}
 			w.WriteHeader(tc.status)

@@ -84,7 +84,7 @@ func (c Config) loadConfig() (loadgen.Config, error) {
 		return loadgen.Config{}, fmt.Errorf("probe URL %q: %w", c.URL, err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return loadgen.Config{}, fmt.Errorf("probe URL %q: want http://host[:port]/path or https://...", c.URL)
+		return loadgen.Config{}, fmt.Errorf("probe URL %q: want http://host[:port]/path or https://host[:port]/path", c.URL)
 	}
 	if u.User != nil {
 		return loadgen.Config{}, fmt.Errorf("probe URL %q: credentials in the URL are not supported", u.Redacted())

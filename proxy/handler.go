@@ -42,6 +42,12 @@ type Options struct {
 	// Observer, if set, is told about every finished request and every
 	// upstream error. It is called on the request path and must be cheap.
 	Observer Observer
+	// UpstreamTimeout bounds how long the app may take to send its
+	// response headers, counted from the start of the round trip (request
+	// body and dial retries included); a request that passes it gets 504
+	// and is logged with kind "timeout". It does not bound a response body
+	// (a stream, a long download). Zero means no bound.
+	UpstreamTimeout time.Duration
 	// TrustedProxies are the networks (load balancers, CDNs) whose
 	// X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host are believed:
 	// for a request from one of them X-Real-IP is the client they forwarded
@@ -66,11 +72,12 @@ type Observer interface {
 // it with NewHandler and give it an upstream with Route before serving.
 type Handler struct {
 	live         atomic.Pointer[Upstream]
+	split        atomic.Pointer[Split] // nil unless a canary takes a share: see split.go
 	logger       *slog.Logger
 	retryTimeout time.Duration
+	respTimeout  time.Duration // Options.UpstreamTimeout
 	observer     Observer
 	trusted      trustedProxies
-	errorLog     *slog.Logger
 	bufPool      bufferPool
 	mu           sync.Mutex // serialises Route; never taken by requests
 }
@@ -81,6 +88,7 @@ func NewHandler(opts Options) *Handler {
 	h := &Handler{
 		logger:       opts.Logger,
 		retryTimeout: opts.RetryTimeout,
+		respTimeout:  opts.UpstreamTimeout,
 		observer:     opts.Observer,
 		trusted:      opts.TrustedProxies,
 	}
@@ -107,9 +115,15 @@ func (h *Handler) Route(u *Upstream) (previous *Upstream) {
 // Live returns the live upstream, or nil if none was routed yet.
 func (h *Handler) Live() *Upstream { return h.live.Load() }
 
-// ServeHTTP proxies r to the live upstream.
+// ServeHTTP proxies r to the live upstream or, while a Split is active, to
+// whichever of the live upstream and the canary the split picks for r.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	u := h.acquire()
+	var u *Upstream
+	if s := h.split.Load(); s == nil {
+		u = h.acquire()
+	} else {
+		u = h.acquireSplit(s, w, r)
+	}
 	if u == nil {
 		http.Error(w, "503 Service Unavailable: no app is routed yet", http.StatusServiceUnavailable)
 		return
@@ -203,6 +217,77 @@ type retryTransport struct {
 }
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if d := t.h.respTimeout; d > 0 {
+		return t.roundTripTimeout(req, d)
+	}
+	return t.roundTrip(req)
+}
+
+// upstreamTimeoutError is a round trip cut short by Options.UpstreamTimeout.
+// It is a net.Error whose Timeout is true, so it is answered with 504.
+type upstreamTimeoutError struct{ d time.Duration }
+
+func (e upstreamTimeoutError) Error() string {
+	return "proxy: no response headers from the app within the upstream timeout of " + e.d.String()
+}
+func (upstreamTimeoutError) Timeout() bool   { return true }
+func (upstreamTimeoutError) Temporary() bool { return true }
+
+// roundTripTimeout is roundTrip with a deadline on the response headers: a
+// timer cancels the request's context (which aborts the exchange and closes
+// its connection) unless the headers came first. The context lives on
+// until the response body is closed.
+func (t *retryTransport) roundTripTimeout(req *http.Request, d time.Duration) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(req.Context())
+	timer := time.AfterFunc(d, cancel)
+	resp, err := t.roundTrip(req.WithContext(ctx))
+	if !timer.Stop() && req.Context().Err() == nil {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		cancel()
+		return nil, upstreamTimeoutError{d}
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = cancelOnClose(resp.Body, cancel)
+	return resp, nil
+}
+
+// cancelOnClose wraps b so that cancel runs once b is closed, keeping a 101
+// answer's body writable.
+func cancelOnClose(b io.ReadCloser, cancel context.CancelFunc) io.ReadCloser {
+	if rwc, ok := b.(io.ReadWriteCloser); ok {
+		return &cancelRWC{ReadWriteCloser: rwc, cancel: cancel}
+	}
+	return &cancelBody{ReadCloser: b, cancel: cancel}
+}
+
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
+type cancelRWC struct {
+	io.ReadWriteCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelRWC) Close() error {
+	err := b.ReadWriteCloser.Close()
+	b.cancel()
+	return err
+}
+
+func (t *retryTransport) roundTrip(req *http.Request) (*http.Response, error) {
 	if t.h.retryTimeout < 0 {
 		return t.u.transport.RoundTrip(req)
 	}
@@ -253,10 +338,22 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				out.Body = noCloseBody{body}
 			}
 		}
+		// On another upstream the request no longer waits on t.u's app, so
+		// it stops counting there: a drain of t.u (a dead app, the usual
+		// reason to be here) must not wait for it. ServeHTTP releases t.u
+		// at the end, so the count is taken back just before.
+		var back *Upstream
+		if live != t.u {
+			back = t.u
+			back.inFlight.Add(-1)
+		}
 		resp, err = live.transport.RoundTrip(out)
 		if err == nil {
-			resp.Body = releaseBody(resp.Body, live)
+			resp.Body = releaseBody(resp.Body, live, back)
 			return resp, nil
+		}
+		if back != nil {
+			back.inFlight.Add(1)
 		}
 		live.release()
 		if !isDialError(err) {
@@ -265,38 +362,45 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// releaseBody wraps an upstream response body so that the upstream's
-// in-flight count is released when the body is closed. A 101 response's body
-// is the upgraded connection and must stay writable.
-func releaseBody(b io.ReadCloser, u *Upstream) io.ReadCloser {
+// releaseBody wraps an upstream response body so that u's in-flight count
+// is released when the body is closed, and back's (unless nil) taken again.
+// A 101 response's body is the upgraded connection and must stay writable.
+func releaseBody(b io.ReadCloser, u, back *Upstream) io.ReadCloser {
 	if rwc, ok := b.(io.ReadWriteCloser); ok {
-		return &releasingRWC{ReadWriteCloser: rwc, u: u}
+		return &releasingRWC{ReadWriteCloser: rwc, u: u, back: back}
 	}
-	return &releasingBody{ReadCloser: b, u: u}
+	return &releasingBody{ReadCloser: b, u: u, back: back}
 }
 
 type releasingBody struct {
 	io.ReadCloser
-	u    *Upstream
-	once sync.Once
+	u, back *Upstream
+	once    sync.Once
 }
 
 func (b *releasingBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.once.Do(b.u.release)
+	b.once.Do(func() { releaseBack(b.u, b.back) })
 	return err
 }
 
 type releasingRWC struct {
 	io.ReadWriteCloser
-	u    *Upstream
-	once sync.Once
+	u, back *Upstream
+	once    sync.Once
 }
 
 func (b *releasingRWC) Close() error {
 	err := b.ReadWriteCloser.Close()
-	b.once.Do(b.u.release)
+	b.once.Do(func() { releaseBack(b.u, b.back) })
 	return err
+}
+
+func releaseBack(u, back *Upstream) {
+	u.release()
+	if back != nil {
+		back.inFlight.Add(1)
+	}
 }
 
 type noCloseBody struct{ io.ReadCloser }
@@ -346,15 +450,22 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// bufferPool hands ReverseProxy 32 KiB copy buffers so that body copies do
+// copyBufSize is the size of the buffers body copies use.
+const copyBufSize = 32 << 10
+
+// copyBufs holds the body copy buffers of ReverseProxy (through bufferPool)
+// and of the transport's request body writer. It holds array pointers, so
+// neither Get nor Put allocates.
+var copyBufs = sync.Pool{New: func() any { return new([copyBufSize]byte) }}
+
+// bufferPool hands ReverseProxy pooled copy buffers so that body copies do
 // not allocate per request.
-type bufferPool struct{ p sync.Pool }
+type bufferPool struct{}
 
-func (b *bufferPool) Get() []byte {
-	if v, ok := b.p.Get().(*[]byte); ok {
-		return *v
+func (bufferPool) Get() []byte { return copyBufs.Get().(*[copyBufSize]byte)[:] }
+
+func (bufferPool) Put(buf []byte) {
+	if len(buf) == copyBufSize {
+		copyBufs.Put((*[copyBufSize]byte)(buf))
 	}
-	return make([]byte, 32*1024)
 }
-
-func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }

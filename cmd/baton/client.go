@@ -101,6 +101,8 @@ func runSwitch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlagSet("switch", switchSynopsis, stdout)
 	fs.StringVar(&to, "to", "", "target `colour` (blue or green); default: the one not live")
 	fs.BoolVar(&asJSON, "json", false, "print the raw NDJSON progress lines")
+	var wf watchFlags // --watch and the judge's thresholds: rollout.go
+	wf.register(fs)
 	cf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -108,11 +110,15 @@ func runSwitch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if to != "" && to != "blue" && to != "green" {
 		return usageError(fmt.Errorf("--to %q: want blue or green", to))
 	}
+	watch, err := wf.request()
+	if err != nil {
+		return usageError(err)
+	}
 	c, err := cf.client()
 	if err != nil {
 		return err
 	}
-	body, _ := json.Marshal(admin.SwitchRequest{To: to})
+	body, _ := json.Marshal(admin.SwitchRequest{To: to, WatchRequest: watch})
 	resp, err := c.do(ctx, http.MethodPost, "/v1/switch", strings.NewReader(string(body)))
 	if err != nil {
 		return err
@@ -148,10 +154,15 @@ func printStream(r io.Reader, stdout io.Writer, raw bool) error {
 		}
 		if l.OK != nil {
 			last = &l
+			for _, w := range lineWarnings(l) {
+				fmt.Fprintf(stdout, "warning: %s\n", w)
+			}
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("reading progress: %w", err)
+	if err := sc.Err(); err != nil && last == nil {
+		// baton went away in the middle (killed, crashed, restarted): the
+		// operation may have got anywhere, and only baton knows where.
+		return fmt.Errorf("the admin API closed the stream before the operation finished (%v); check 'baton status'", err)
 	}
 	switch {
 	case last == nil:
@@ -160,6 +171,59 @@ func printStream(r io.Reader, stdout io.Writer, raw bool) error {
 		return errors.New(last.Error)
 	}
 	return nil
+}
+
+// lineWarnings returns the warnings carried by an operation's last line.
+func lineWarnings(l admin.StreamLine) []string {
+	switch {
+	case l.Result != nil:
+		return l.Result.Warnings
+	case l.Deploy != nil:
+		return l.Deploy.Warnings
+	}
+	return nil
+}
+
+const rollbackSynopsis = `Usage: baton rollback [flags]
+
+Brings back the version that was live before the last deploy, switch or
+rollback, on the idle colour. If its instance still runs (after a deploy
+with --no-stop), baton switches back to it; otherwise, if baton launched it
+and its release is still installed, baton starts it again from there and
+switches to it. Each step is printed as it happens. A second rollback
+returns to the version the first one replaced.
+
+Exits 0 when the previous version serves again; 1 when there is nothing to
+roll back to (409, with the reason) or the rollback failed (the current
+version keeps serving); 2 on misuse.`
+
+func runRollback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runStreamed(ctx, "rollback", rollbackSynopsis, "/v1/rollback", args, stdout)
+}
+
+// runStreamed runs a client command that takes no flags of its own besides
+// --json and the admin flags, POSTs to path and prints the streamed steps.
+func runStreamed(ctx context.Context, name, synopsis, path string, args []string, stdout io.Writer) error {
+	var (
+		cf     clientFlags
+		asJSON bool
+	)
+	fs := newFlagSet(name, synopsis, stdout)
+	fs.BoolVar(&asJSON, "json", false, "print the raw NDJSON progress lines")
+	cf.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(ctx, http.MethodPost, path, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return printStream(resp.Body, stdout, asJSON)
 }
 
 const statusSynopsis = `Usage: baton status [--json] [flags]
@@ -223,6 +287,24 @@ func printStatus(w io.Writer, st admin.StatusResponse, now time.Time) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", u.Color, u.Addr, live, u.InFlight, h)
 	}
 	tw.Flush()
+	for _, u := range st.Upstreams {
+		if tr := u.Traffic; tr != nil && tr.Status5xx > 0 {
+			fmt.Fprintf(w, "%s answered %d of %d request(s) with 5xx since %s\n", u.Color, tr.Status5xx, tr.Requests, tr.Since.Local().Format("15:04:05"))
+		}
+	}
+	if st.StateError != "" {
+		fmt.Fprintf(w, "\nSTATE NOT SAVED: %s\n(a restart of baton now would forget what changed since the last save)\n", st.StateError)
+	}
+	if p := st.Previous; p != nil {
+		what := p.Color
+		if p.Instance != nil && p.Instance.AppVersion != "" {
+			what = p.Instance.AppVersion + " on " + p.Color
+		}
+		fmt.Fprintf(w, "\nrollback would bring back: %s\n", what)
+	}
+	if st.Rollout != nil {
+		printRollout(w, st.Rollout, now)
+	}
 	if st.Operation != nil {
 		fmt.Fprintf(w, "\nrunning: %s to %s (%s), step %s, for %s\n", st.Operation.Kind, st.Operation.To, st.Operation.ID,
 			st.Operation.Step, now.Sub(st.Operation.Started).Round(time.Millisecond))
@@ -236,11 +318,18 @@ func printStatus(w io.Writer, st admin.StatusResponse, now time.Time) {
 	for i := len(st.History) - 1; i >= 0 && i >= len(st.History)-10; i-- {
 		d := st.History[i]
 		outcome := "ok"
-		if !d.OK {
+		switch {
+		case d.Interrupted:
+			outcome = "INTERRUPTED: " + strings.TrimPrefix(d.Error, "interrupted: ")
+		case !d.OK:
 			outcome = "FAILED: " + d.Error
 		}
-		fmt.Fprintf(tw, "  %s\t%s → %s\t%s\tdrained %d\t%s\n", d.Started.Local().Format("2006-01-02 15:04:05"),
-			d.From, d.To, d.Duration.Round(time.Millisecond), d.Drained, outcome)
+		what := d.Kind
+		if d.Version != "" {
+			what += " " + d.Version
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s → %s\t%s\tdrained %d\t%s\n", d.Started.Local().Format("2006-01-02 15:04:05"),
+			what, d.From, d.To, d.Duration.Round(time.Millisecond), d.Drained, outcome)
 	}
 	tw.Flush()
 }
@@ -257,24 +346,5 @@ in time, the old one keeps serving and this command exits 1.
 The same upgrade runs on SIGHUP or SIGUSR2 to 'baton serve'.`
 
 func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var (
-		cf     clientFlags
-		asJSON bool
-	)
-	fs := newFlagSet("upgrade", upgradeSynopsis, stdout)
-	fs.BoolVar(&asJSON, "json", false, "print the raw NDJSON progress lines")
-	cf.register(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	resp, err := c.do(ctx, http.MethodPost, "/v1/upgrade", nil)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return printStream(resp.Body, stdout, asJSON)
+	return runStreamed(ctx, "upgrade", upgradeSynopsis, "/v1/upgrade", args, stdout)
 }
