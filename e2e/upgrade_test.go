@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -283,5 +285,55 @@ func TestSystemdSocketActivation(t *testing.T) {
 	}
 	if code, _, v := get(t, b.http, "/"); code != 200 || v != "v1" {
 		t.Fatalf("GET / through the activated socket: %d from %q", code, v)
+	}
+}
+
+// TestUpgradeKeepsStreamsOnTheOldProcess: a server-sent-events stream that
+// is open on the old baton keeps flowing to its end after an upgrade; the
+// old process exits only once it has finished.
+func TestUpgradeKeepsStreamsOnTheOldProcess(t *testing.T) {
+	dir := t.TempDir()
+	installed := filepath.Join(dir, "baton")
+	install(t, buildVersion(t, dir, "stream-a"), installed)
+	next := buildVersion(t, dir, "stream-b")
+	b := newBaton(t)
+	app := startApp(t, b.blue, "v1")
+	waitListening(t, app, 10*time.Second)
+	_, logPath := upgradeBaton(t, b, installed)
+	before, _ := b.status()
+
+	resp, err := http.Get("http://" + b.http + "/sse?n=20&interval=100ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events := make(chan int, 1)
+	go func() {
+		n := 0
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "data: ") {
+				n++
+			}
+		}
+		events <- n
+	}()
+	time.Sleep(300 * time.Millisecond)
+	install(t, next, installed)
+	if out, code := b.cli("upgrade"); code != 0 {
+		t.Fatalf("upgrade: %d\n%s", code, out)
+	}
+	// The old process is still there while the stream runs.
+	time.Sleep(200 * time.Millisecond)
+	if !launcher.Alive(before.PID) {
+		log, _ := os.ReadFile(logPath)
+		t.Fatalf("old baton exited while a stream was open on it; log:\n%s", log)
+	}
+	if n := <-events; n != 20 {
+		t.Fatalf("stream delivered %d of 20 events across the upgrade", n)
+	}
+	waitGone(t, before.PID, 5*time.Second)
+	if st, err := b.status(); err != nil || st.BatonVersion != "stream-b" {
+		t.Fatalf("after upgrade: %+v, %v", st, err)
 	}
 }
