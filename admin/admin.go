@@ -68,6 +68,13 @@ func New(cfg Config, ctl Controller) *Server {
 	if d, ok := ctl.(Deployer); ok {
 		s.mux.Handle("POST /v1/deploy", s.handle(s.deploy(d)))
 	}
+	if rb, ok := ctl.(Rollbacker); ok {
+		s.mux.Handle("POST /v1/rollback", s.handle(s.rollback(rb)))
+	}
+	if rl, ok := ctl.(Roller); ok {
+		s.mux.Handle("POST /v1/rollout", s.handle(s.rollout(rl)))
+		s.mux.Handle("POST /v1/rollout/{action}", s.handle(s.steer(rl)))
+	}
 	if cfg.Upgrade != nil {
 		s.mux.Handle("POST /v1/upgrade", s.handle(s.upgrade))
 	}
@@ -182,7 +189,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
-var knownPaths = map[string]string{"/v1/status": "GET", "/v1/switch": "POST", "/v1/deploy": "POST", "/v1/upgrade": "POST", "/metrics": "GET"}
+var knownPaths = map[string]string{"/v1/status": "GET", "/v1/switch": "POST", "/v1/deploy": "POST", "/v1/rollback": "POST", "/v1/upgrade": "POST", "/metrics": "GET",
+	"/v1/rollout": "POST", "/v1/rollout/percent": "POST", "/v1/rollout/promote": "POST", "/v1/rollout/abort": "POST"}
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
 	if allow, ok := knownPaths[r.URL.Path]; ok {
@@ -209,6 +217,8 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 // the idle colour.
 type SwitchRequest struct {
 	To string `json:"to,omitempty"`
+	// WatchRequest asks for a watch after the swap (see rollout.go).
+	WatchRequest
 }
 
 // StreamLine is one NDJSON line of an operation's progress. The last line
@@ -229,6 +239,29 @@ type SwitchResult struct {
 	Drained    int64   `json:"drained"`
 	Abandoned  int64   `json:"abandoned"`
 	Stopped    string  `json:"stopped,omitempty"`
+	// Warnings lists what went wrong without failing the operation, e.g.
+	// a state file that could not be saved after the swap.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+func switchResult(res switcher.Result) SwitchResult {
+	return SwitchResult{
+		ID: res.ID, From: res.From.String(), To: res.To.String(),
+		DurationMS: float64(res.Duration.Microseconds()) / 1000,
+		Drained:    res.Drained, Abandoned: res.Abandoned, Stopped: res.Stopped, Warnings: res.Warnings,
+	}
+}
+
+// operationError maps an error that ended an operation before its stream
+// started to the HTTP status it is answered with.
+func operationError(err error) error {
+	switch {
+	case errors.Is(err, switcher.ErrInvalid):
+		return withStatus(http.StatusBadRequest, err)
+	case errors.Is(err, switcher.ErrBusy), errors.Is(err, switcher.ErrAlreadyLive), errors.Is(err, switcher.ErrNothingToRollBack):
+		return withStatus(http.StatusConflict, err)
+	}
+	return err
 }
 
 // decodeBody decodes a small JSON body into v, strictly: unknown fields,
@@ -260,6 +293,10 @@ func (s *Server) switchColor(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req switcher.SwitchRequest
+	var err error
+	if req.Watch, err = body.WatchRequest.watch(); err != nil {
+		return err
+	}
 	if body.To != "" {
 		c, err := switcher.ParseColor(body.To)
 		if err != nil {
@@ -270,21 +307,12 @@ func (s *Server) switchColor(w http.ResponseWriter, r *http.Request) error {
 	st := newStream(w)
 	res, err := s.ctl.Switch(r.Context(), req, st.send)
 	if err != nil && !st.started {
-		switch {
-		case errors.Is(err, switcher.ErrInvalid):
-			return withStatus(http.StatusBadRequest, err)
-		case errors.Is(err, switcher.ErrBusy), errors.Is(err, switcher.ErrAlreadyLive):
-			return withStatus(http.StatusConflict, err)
-		}
-		return err
+		return operationError(err)
 	}
 	ok := err == nil
 	last := StreamLine{Event: switcher.Event{Time: time.Now().UTC(), Step: "done"}, OK: &ok}
-	last.Result = &SwitchResult{
-		ID: res.ID, From: res.From.String(), To: res.To.String(),
-		DurationMS: float64(res.Duration.Microseconds()) / 1000,
-		Drained:    res.Drained, Abandoned: res.Abandoned, Stopped: res.Stopped,
-	}
+	sr := switchResult(res)
+	last.Result = &sr
 	if err != nil {
 		last.Step = "failed"
 		last.Error = err.Error()

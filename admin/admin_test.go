@@ -232,13 +232,19 @@ func FuzzDecodeSwitchRequest(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
-		req := httptest.NewRequest("POST", "/v1/switch", strings.NewReader(body))
-		rec := httptest.NewRecorder()
-		var v SwitchRequest
-		err := decodeBody(rec, req, &v)
-		if err != nil {
-			if _, ok := err.(*statusError); !ok {
-				t.Fatalf("decodeBody(%q) returned %T without an HTTP status", body, err)
+		// Every POST body goes through decodeBody; try each request type.
+		for _, v := range []any{&SwitchRequest{}, &DeployRequest{}, &rollbackRequest{}, &upgradeRequest{}} {
+			req := httptest.NewRequest("POST", "/v1/switch", strings.NewReader(body))
+			rec := httptest.NewRecorder()
+			err := decodeBody(rec, req, v)
+			if err != nil {
+				if _, ok := err.(*statusError); !ok {
+					t.Fatalf("decodeBody(%q) into %T returned %T without an HTTP status", body, v, err)
+				}
+				continue
+			}
+			if len(body) > MaxBodyBytes {
+				t.Fatalf("decodeBody accepted a body of %d bytes into %T; the limit is %d", len(body), v, MaxBodyBytes)
 			}
 		}
 	})

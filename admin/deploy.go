@@ -56,6 +56,8 @@ type DeployRequest struct {
 	Artifact string `json:"artifact,omitempty"`
 	// SHA256, if set, must match the artifact's checksum.
 	SHA256 string `json:"sha256,omitempty"`
+	// WatchRequest asks for a watch after the swap (see rollout.go).
+	WatchRequest
 }
 
 // DeployResult is the summary carried by the last line of a deploy.
@@ -89,6 +91,10 @@ func (s *Server) deploy(d Deployer) func(http.ResponseWriter, *http.Request) err
 		}
 		if err := switcher.CheckVersion(req.Version); err != nil {
 			return withStatus(http.StatusBadRequest, err)
+		}
+		watch, err := req.WatchRequest.watch()
+		if err != nil {
+			return err
 		}
 		// Refuse before reading a large upload that could not be deployed.
 		if op := s.ctl.Status().Operation; op != nil {
@@ -124,37 +130,31 @@ func (s *Server) deploy(d Deployer) func(http.ResponseWriter, *http.Request) err
 			}
 			st.send(e)
 		}
-		res, err := d.Deploy(r.Context(), switcher.DeployRequest{Version: req.Version, Artifact: art.path, SHA256: art.sum}, emit)
+		res, err := d.Deploy(r.Context(), switcher.DeployRequest{Version: req.Version, Artifact: art.path, SHA256: art.sum, Watch: watch}, emit)
 		if err != nil && !st.started {
-			switch {
-			case errors.Is(err, switcher.ErrInvalid):
-				return withStatus(http.StatusBadRequest, err)
-			case errors.Is(err, switcher.ErrBusy):
-				return withStatus(http.StatusConflict, err)
-			}
-			return err
+			return operationError(err)
 		}
-		ok := err == nil
-		last := StreamLine{Event: switcher.Event{Time: time.Now().UTC(), Step: "done"}, OK: &ok}
-		last.Deploy = &DeployResult{
-			SwitchResult: SwitchResult{
-				ID: res.ID, From: res.From.String(), To: res.To.String(),
-				DurationMS: float64(res.Duration.Microseconds()) / 1000,
-				Drained:    res.Drained, Abandoned: res.Abandoned, Stopped: res.Stopped,
-			},
-			Version: res.Version, Artifact: res.Instance.Artifact, SHA256: art.sum,
-			PID: res.Instance.PID, Host: res.Instance.Host, Log: res.Instance.Log, LogTail: res.LogTail,
-		}
-		if err != nil {
-			last.Step = "failed"
-			last.Error = err.Error()
-			last.Message = "deploy failed"
-		} else {
-			last.Message = fmt.Sprintf("deployed %s to %s in %s", res.Version, res.To, res.Duration.Round(time.Millisecond))
-		}
-		st.line(last)
+		st.line(deployLine(res, art.sum, err, fmt.Sprintf("deployed %s to %s in %s", res.Version, res.To, res.Duration.Round(time.Millisecond))))
 		return nil
 	}
+}
+
+// deployLine is the last NDJSON line of a deploy or rollback: done with
+// okMsg, or failed with err.
+func deployLine(res switcher.DeployResult, sum string, err error, okMsg string) StreamLine {
+	ok := err == nil
+	last := StreamLine{Event: switcher.Event{Time: time.Now().UTC(), Step: "done", Message: okMsg}, OK: &ok}
+	last.Deploy = &DeployResult{
+		SwitchResult: switchResult(res.Result),
+		Version:      res.Version, Artifact: res.Instance.Artifact, SHA256: sum,
+		PID: res.Instance.PID, Host: res.Instance.Host, Log: res.Instance.Log, LogTail: res.LogTail,
+	}
+	if err != nil {
+		last.Step = "failed"
+		last.Error = err.Error()
+		last.Message = "deploy failed"
+	}
+	return last
 }
 
 // parseDeploy reads the request's fields: from the query for an upload
@@ -165,6 +165,9 @@ func (s *Server) parseDeploy(w http.ResponseWriter, r *http.Request) (req Deploy
 	case "application/octet-stream":
 		q := r.URL.Query()
 		req = DeployRequest{Version: q.Get("version"), Artifact: q.Get("name"), SHA256: q.Get("sha256")}
+		if req.WatchRequest, err = watchFromQuery(q); err != nil {
+			return req, true, err
+		}
 		if req.Artifact == "" {
 			req.Artifact = "artifact"
 		}
@@ -316,3 +319,37 @@ func localArtifact(p string) (artifact, error) {
 }
 
 func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }
+
+// Rollbacker is what POST /v1/rollback needs of the switcher. New serves
+// the endpoint when the Controller implements it.
+type Rollbacker interface {
+	Rollback(ctx context.Context, emit func(switcher.Event)) (switcher.DeployResult, error)
+}
+
+// rollbackRequest is the body of POST /v1/rollback; it has no fields yet,
+// but unknown ones are refused like everywhere else.
+type rollbackRequest struct{}
+
+func (s *Server) rollback(rb Rollbacker) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var body rollbackRequest
+		if err := decodeBody(w, r, &body); err != nil {
+			return err
+		}
+		st := newStream(w)
+		res, err := rb.Rollback(r.Context(), st.send)
+		if err != nil && !st.started {
+			return operationError(err)
+		}
+		what := res.To.String()
+		if res.Version != "" {
+			what = res.Version + " on " + what
+		}
+		last := deployLine(res, "", err, fmt.Sprintf("rolled back to %s in %s", what, res.Duration.Round(time.Millisecond)))
+		if err != nil {
+			last.Message = "rollback failed"
+		}
+		st.line(last)
+		return nil
+	}
+}

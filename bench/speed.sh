@@ -20,6 +20,8 @@
 #   LATENCY [1]         0 skips the fixed-rate latency measurement
 #   LAT_RATE [1000]     its request rate; LAT_DURATION [5] its seconds per run
 #   NGINX_ACCESS_LOG [off]  "on" logs every request as the stock config does
+#   HAPROXY [0]         1 adds haproxy (Debian's package, installed if missing;
+#                       2 threads, keep-alive to the app, the same headers) on +190
 #   BATON_VARIANTS      space-separated NAME:BINARY[:ENV=VAL,...] entries, each
 #                       a 'baton serve' (or bench/out/benchproxy) binary run as
 #                       its own proxy; default "baton:bench/out/baton". Use it
@@ -45,6 +47,8 @@ BATON_VARIANTS=${BATON_VARIANTS:-baton:$OUT/baton}
 APP_PORT=$((PORT_BASE + 80))
 IDLE_PORT=$((PORT_BASE + 81)) # green: nothing listens there
 NGINX_PORT=$((PORT_BASE + 180))
+HAPROXY_PORT=$((PORT_BASE + 190))
+HAPROXY=${HAPROXY:-0}
 
 mkdir -p "$OUT"
 log() { printf '%s\n' "$*" >&2; }
@@ -54,6 +58,9 @@ need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ "$HAPROXY" = 1 ]; then
+	command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+fi
 if [ ${#need[@]} -gt 0 ]; then
 	log "installing ${need[*]} from Debian's packages"
 	sudo=""
@@ -69,7 +76,13 @@ go build -o "$OUT/latency" ./bench/latency
 go build -o "$OUT/benchproxy" ./bench/benchproxy
 if ! go build -o "$OUT/baton" ./cmd/baton 2>"$OUT/baton-build.log"; then
 	log "cmd/baton does not build (see $OUT/baton-build.log); using bench/out/benchproxy as baton"
-	cp "$OUT/benchproxy" "$OUT/baton"
+	cp "$OUT/benchproxy" "$OUT/benchproxy-as-baton"
+	case " $BATON_VARIANTS" in
+	*":$OUT/baton"*)
+		BATON_VARIANTS=${BATON_VARIANTS//:$OUT\/baton/:$OUT\/benchproxy-as-baton}
+		FALLBACK=1
+		;;
+	esac
 fi
 
 # --- processes -----------------------------------------------------------
@@ -147,6 +160,41 @@ T_NAMES=("app direct" nginx)
 T_PORTS=("$APP_PORT" "$NGINX_PORT")
 T_PIDS=("" "$NGINX_PID")
 T_CPUPIDS=("$APP_PID" "$NGINX_PID")
+
+if [ "$HAPROXY" = 1 ]; then
+	HAP=$OUT/haproxy
+	rm -rf "$HAP"
+	mkdir -p "$HAP"
+	cat >"$HAP/haproxy.cfg" <<EOF
+global
+    nbthread 2
+    maxconn 4096
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend public
+    bind 127.0.0.1:$HAPROXY_PORT
+    option forwardfor
+    http-request set-header X-Real-IP %[src]
+    http-request set-header X-Forwarded-Proto http
+    default_backend live
+backend live
+    http-reuse always
+    server app 127.0.0.1:$APP_PORT
+EOF
+	"$(command -v haproxy || echo /usr/sbin/haproxy)" -db -f "$HAP/haproxy.cfg" >"$HAP/haproxy.log" 2>&1 &
+	pid=$!
+	PIDS+=("$pid")
+	wait_ok "http://127.0.0.1:$HAPROXY_PORT/"
+	T_NAMES+=(haproxy)
+	T_PORTS+=("$HAPROXY_PORT")
+	T_PIDS+=("$pid")
+	T_CPUPIDS+=("$pid")
+fi
+
 i=0
 for v in $BATON_VARIANTS; do
 	IFS=: read -r name bin envs <<<"$v"
@@ -158,7 +206,7 @@ for v in $BATON_VARIANTS; do
 	mkdir -p "$state"
 	envv=()
 	[ -n "${envs:-}" ] && IFS=, read -r -a envv <<<"$envs"
-	if [ "$(basename "$bin")" = benchproxy ]; then
+	if [[ "$(basename "$bin")" == benchproxy* ]]; then
 		env "${envv[@]}" "$bin" --http "127.0.0.1:$port" --blue "127.0.0.1:$APP_PORT" \
 			>"$OUT/$name.log" 2>&1 &
 	else
@@ -218,7 +266,7 @@ run_wrk() { # scenario, target index, round
 		# CPU time the proxy (for "app direct", the app) spent per request:
 		# less sensitive than req/s to what else the machine is doing.
 		n=$(awk '/requests in/ { print $1 }' <<<"$out")
-		printf '%s\t%s\t%s\t%s\t%s\n' "$r" cpu "$t" "$(awk -v d=$((t1 - t0)) -v n="${n:-0}" -v hz="$HZ" 'BEGIN { printf "%.1f", n > 0 ? d / hz * 1e6 / n : 0 }')" 0 >>"$RES"
+		printf '%s\t%s\t%s\t%s\t%s\n' "$r" cpu "$t" "$(awk -v d=$((t1 - t0)) -v n="${n:-0}" -v hz="$HZ" 'BEGIN { printf "%.1f", (n > 0 ? d / hz * 1e6 / n : 0) }')" 0 >>"$RES"
 	fi
 	if [ "$sc" = p99 ]; then
 		value=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
@@ -259,7 +307,9 @@ errors() {
 
 {
 	echo
-	echo "Machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r), $(go version | cut -d' ' -f3), $("$NGINX" -v 2>&1 | cut -d' ' -f3), wrk -t$THREADS; ${ROUNDS} interleaved rounds of ${DURATION}s, medians; (x) = ratio to nginx."
+	versions="$(go version | cut -d' ' -f3), $("$NGINX" -v 2>&1 | cut -d' ' -f3)"
+	[ "$HAPROXY" = 1 ] && versions+=", haproxy $(haproxy -v 2>/dev/null | awk 'NR == 1 { print $3 }')"
+	echo "Machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r); $versions, wrk -t$THREADS; ${ROUNDS} interleaved rounds of ${DURATION}s, medians; (x) = ratio to nginx."
 	echo
 	printf '| proxy | small GET, 50 conns | 1 MiB GET, 16 conns | POST 64 KiB, 16 conns | p99 small, 10 conns | CPU per small GET | peak RSS | errors |\n'
 	printf '|---|---|---|---|---|---|---|---|\n'
@@ -284,6 +334,7 @@ errors() {
 		echo "$row"
 	done
 	echo
+	[ -n "${FALLBACK:-}" ] && echo "NOTE: cmd/baton did not build; \"baton\" is bench/benchproxy (the proxy package wired as serve wires it)."
 	echo "CPU per small GET: user+system CPU time of the proxy's processes (for app direct: of the app) during the small-GET runs, divided by the requests served; it counts the proxy only, not the app behind it or wrk."
 	echo "Peak RSS is VmHWM from /proc/PID/status; for nginx the master's and both workers' summed. errors: wrk socket errors plus non-2xx answers, all rounds."
 } | tee "$OUT/table.md"

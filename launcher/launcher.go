@@ -74,6 +74,11 @@ type Spec struct {
 	Artifact string
 	// Version is the app version; it names the install directory.
 	Version string
+	// Installed means Artifact is not a file on this machine to install
+	// but where an earlier Start installed it, on the instance's host (an
+	// Instance's Record().Artifact): the instance runs it from there, as a
+	// rollback to a release still on disk does.
+	Installed bool
 	// Progress, if set, is told of slow steps such as an upload.
 	Progress func(msg string)
 }
@@ -100,6 +105,9 @@ func (s Spec) validate(command string) error {
 	}
 	if s.Artifact == "" && strings.Contains(command, "{artifact}") {
 		errs = append(errs, errors.New("the command uses {artifact} but no artifact was given"))
+	}
+	if s.Installed && s.Artifact == "" {
+		errs = append(errs, errors.New("an installed artifact needs its path"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidSpec, err)

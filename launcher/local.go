@@ -60,7 +60,18 @@ func (l *Local) Start(ctx context.Context, spec Spec) (Instance, error) {
 	}
 	relArtifact, relLog := relPaths(spec)
 	artifact, workDir := "", base
-	if spec.Artifact != "" {
+	switch {
+	case spec.Installed:
+		artifact = spec.Artifact
+		fi, err := os.Stat(artifact)
+		if err != nil {
+			return nil, fmt.Errorf("installed artifact: %w", err)
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("installed artifact %s is not a regular file", artifact)
+		}
+		workDir = filepath.Dir(artifact)
+	case spec.Artifact != "":
 		artifact = filepath.Join(base, relArtifact)
 		t := time.Now()
 		if err := installFile(spec.Artifact, artifact, spec.ID); err != nil {

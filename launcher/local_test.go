@@ -160,6 +160,37 @@ func TestLocalStartsAndStopsTheApp(t *testing.T) {
 	}
 }
 
+// A rollback starts a release that an earlier Start installed, from where
+// it lies, without installing it again.
+func TestLocalStartsAnInstalledArtifact(t *testing.T) {
+	dir := t.TempDir()
+	l := &Local{Command: "{artifact} --port {port} --version {version}", Dir: dir}
+	first := start(t, l, testSpec(t, appBin, "v1"))
+	installed := first.Record().Artifact
+	if _, err := first.Stop(context.Background(), syscall.SIGTERM, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	spec := testSpec(t, installed, "v1")
+	spec.Installed = true
+	var progress []string
+	spec.Progress = func(msg string) { progress = append(progress, msg) }
+	again := start(t, l, spec)
+	waitHealthy(t, again, spec.Port)
+	if got := again.Record().Artifact; got != installed {
+		t.Errorf("runs %q; want the installed %q", got, installed)
+	}
+	if len(progress) != 0 {
+		t.Errorf("progress %q; want no install step", progress)
+	}
+
+	gone := testSpec(t, filepath.Join(dir, "releases", "v0", "app"), "v0")
+	gone.Installed = true
+	if _, err := l.Start(context.Background(), gone); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("start of a removed release: %v; want an error naming the missing file", err)
+	}
+}
+
 func TestLocalKillsAfterGrace(t *testing.T) {
 	l := &Local{Command: "trap '' TERM; exec sleep 30", Dir: t.TempDir()}
 	inst := start(t, l, testSpec(t, "", "v1"))

@@ -386,7 +386,13 @@ func (s *SSH) Start(ctx context.Context, spec Spec) (Instance, error) {
 	s.mu.Unlock()
 	relArtifact, relLog := relPaths(spec)
 	artifact, workDir := "", base
-	if spec.Artifact != "" {
+	switch {
+	case spec.Installed:
+		// Installed by an earlier Start: a missing file shows as a start
+		// that fails, with the shell's message in the log.
+		artifact = spec.Artifact
+		workDir = path.Dir(artifact)
+	case spec.Artifact != "":
 		artifact = path.Join(base, filepath.ToSlash(relArtifact))
 		workDir = path.Dir(artifact)
 		t := time.Now()

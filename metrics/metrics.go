@@ -102,6 +102,8 @@ type Metrics struct {
 	liveMu      sync.Mutex
 	liveColor   string // "" until Live is first called
 	liveVersion string
+
+	rollout rolloutMetrics // see rollout.go
 }
 
 var (
@@ -177,6 +179,7 @@ func New(opts Options) *Metrics {
 	})
 	m.reg.MustRegister(buildInfo, m.durVec, healthVec, healthDurVec, m.switches, m.deploys,
 		m.lastDrain, m.lastDrained, m.lastAbandoned, m.lastDuration, m.lastSwitch, (*hotCollector)(m))
+	m.rollout = newRolloutMetrics(m.reg)
 
 	for _, c := range switcher.Colors {
 		m.duration[c] = m.durVec.WithLabelValues(c.String())

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 )
 
 // The benchmarks measure the hot path over real loopback sockets: a raw
@@ -49,19 +50,38 @@ func benchApp(b *testing.B) string {
 	return srv.Listener.Addr().String()
 }
 
-// benchTarget returns the address the client talks to: the app itself when
-// direct, else a frontend serving a Handler routed to the app.
-func benchTarget(b *testing.B, direct bool) string {
+// mode is what the benchmark client talks to.
+type mode int
+
+const (
+	direct   mode = iota // the app itself
+	handler              // a Handler routed to the app
+	observed             // the same with an Observer, as baton serve runs it
+)
+
+// nopObserver is the cheapest Observer: what remains is the Handler's own
+// cost of observing.
+type nopObserver struct{}
+
+func (nopObserver) RequestDone(*Upstream, *http.Request, int, time.Duration) {}
+func (nopObserver) UpstreamError(*Upstream, string, bool)                    {}
+
+// benchTarget returns the address the client talks to.
+func benchTarget(b *testing.B, m mode) string {
 	b.Helper()
 	app := benchApp(b)
-	if direct {
+	if m == direct {
 		return app
 	}
 	u, err := NewUpstream("blue", app)
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := NewHandler(Options{})
+	var opts Options
+	if m == observed {
+		opts.Observer = nopObserver{}
+	}
+	h := NewHandler(opts)
 	h.Route(u)
 	fe := httptest.NewServer(h)
 	b.Cleanup(fe.Close)
@@ -152,8 +172,8 @@ func (c *rawClient) do() error {
 	}
 }
 
-func benchSerial(b *testing.B, direct bool, method, path string, body []byte) {
-	c := newRawClient(b, benchTarget(b, direct), method, path, body)
+func benchSerial(b *testing.B, m mode, method, path string, body []byte) {
+	c := newRawClient(b, benchTarget(b, m), method, path, body)
 	defer c.conn.Close()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -166,8 +186,8 @@ func benchSerial(b *testing.B, direct bool, method, path string, body []byte) {
 
 // benchParallel runs 64 clients (many more than GOMAXPROCS, as a public proxy
 // sees), each with its own keep-alive connection.
-func benchParallel(b *testing.B, direct bool, method, path string, body []byte) {
-	addr := benchTarget(b, direct)
+func benchParallel(b *testing.B, m mode, method, path string, body []byte) {
+	addr := benchTarget(b, m)
 	var mu sync.Mutex
 	var clients []*rawClient
 	b.Cleanup(func() {
@@ -193,21 +213,37 @@ func benchParallel(b *testing.B, direct bool, method, path string, body []byte) 
 }
 
 func BenchmarkSmallGET(b *testing.B) {
-	b.Run("direct", func(b *testing.B) { benchSerial(b, true, "GET", "/", nil) })
-	b.Run("handler", func(b *testing.B) { benchSerial(b, false, "GET", "/", nil) })
+	b.Run("direct", func(b *testing.B) { benchSerial(b, direct, "GET", "/", nil) })
+	b.Run("handler", func(b *testing.B) { benchSerial(b, handler, "GET", "/", nil) })
+	b.Run("observed", func(b *testing.B) { benchSerial(b, observed, "GET", "/", nil) })
 }
 
 func BenchmarkSmallGETParallel(b *testing.B) {
-	b.Run("direct", func(b *testing.B) { benchParallel(b, true, "GET", "/", nil) })
-	b.Run("handler", func(b *testing.B) { benchParallel(b, false, "GET", "/", nil) })
+	b.Run("direct", func(b *testing.B) { benchParallel(b, direct, "GET", "/", nil) })
+	b.Run("handler", func(b *testing.B) { benchParallel(b, handler, "GET", "/", nil) })
+	b.Run("observed", func(b *testing.B) { benchParallel(b, observed, "GET", "/", nil) })
 }
 
 func BenchmarkBigGET(b *testing.B) {
-	b.Run("direct", func(b *testing.B) { b.SetBytes(int64(len(benchBig))); benchSerial(b, true, "GET", "/big", nil) })
-	b.Run("handler", func(b *testing.B) { b.SetBytes(int64(len(benchBig))); benchSerial(b, false, "GET", "/big", nil) })
+	for _, m := range []struct {
+		name string
+		m    mode
+	}{{"direct", direct}, {"handler", handler}} {
+		b.Run(m.name, func(b *testing.B) {
+			b.SetBytes(int64(len(benchBig)))
+			benchSerial(b, m.m, "GET", "/big", nil)
+		})
+	}
 }
 
 func BenchmarkPOST(b *testing.B) {
-	b.Run("direct", func(b *testing.B) { b.SetBytes(int64(len(benchBig))); benchSerial(b, true, "POST", "/echo", benchBig) })
-	b.Run("handler", func(b *testing.B) { b.SetBytes(int64(len(benchBig))); benchSerial(b, false, "POST", "/echo", benchBig) })
+	for _, m := range []struct {
+		name string
+		m    mode
+	}{{"direct", direct}, {"handler", handler}} {
+		b.Run(m.name, func(b *testing.B) {
+			b.SetBytes(int64(len(benchBig)))
+			benchSerial(b, m.m, "POST", "/echo", benchBig)
+		})
+	}
 }

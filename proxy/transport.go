@@ -326,7 +326,6 @@ func (c *upConn) writeHead(req *http.Request, body io.Reader) error {
 		writeField(bw, "User-Agent", ua[0])
 	}
 
-	var scratch [20]byte
 	switch cl := req.ContentLength; {
 	case body != nil && cl < 0:
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
@@ -346,7 +345,7 @@ func (c *upConn) writeHead(req *http.Request, body io.Reader) error {
 		// Many servers expect a Content-Length on POST, PUT and the like
 		// even when it is 0 (same rule as Request.Write).
 		bw.WriteString("Content-Length: ")
-		bw.Write(strconv.AppendInt(scratch[:0], max(cl, 0), 10))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), max(cl, 0), 10))
 		bw.WriteString("\r\n")
 	}
 	if req.Close {
@@ -480,9 +479,9 @@ func (e bodyError) Unwrap() error { return e.err }
 // by chunk so that a request that streams (an upload that trickles, a
 // duplex protocol) keeps moving.
 func (c *upConn) copyBody(req *http.Request, body io.Reader) error {
-	bufp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bufp)
-	buf := *bufp
+	bufp := copyBufs.Get().(*[copyBufSize]byte)
+	defer copyBufs.Put(bufp)
+	buf := bufp[:]
 	chunked := req.ContentLength < 0
 	var cw io.WriteCloser
 	if chunked {
@@ -532,8 +531,6 @@ func (c *upConn) copyBody(req *http.Request, body io.Reader) error {
 	}
 	return c.bw.Flush()
 }
-
-var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // max1xx bounds the informational answers read before the final one.
 const max1xx = 10

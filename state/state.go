@@ -31,6 +31,24 @@ type State struct {
 	// Instances records what is known of the app on each colour, by colour.
 	Instances map[string]Instance `json:"instances,omitempty"`
 	History   []Deploy            `json:"history,omitempty"`
+	// Pending is the operation that was running when this file was
+	// written, nil if none: it is saved before an operation changes
+	// anything and moved to History when it ends, so a Pending found at
+	// start-up is an operation that baton was killed in the middle of.
+	Pending *Deploy `json:"pending,omitempty"`
+	// Previous is what was live before the last operation that moved
+	// traffic: what 'baton rollback' goes back to. Nil until one has.
+	Previous *Previous `json:"previous,omitempty"`
+}
+
+// Previous is the colour that was live before the last switch, deploy or
+// rollback, and the instance baton had launched there, if any.
+type Previous struct {
+	Color string `json:"color"`
+	// Instance is the instance that served on Color then; nil if baton
+	// did not launch it. Its Artifact and AppVersion let a rollback start
+	// it again after it was stopped.
+	Instance *Instance `json:"instance,omitempty"`
 }
 
 // Instance is what baton knows of the app on one colour: for an instance
@@ -51,10 +69,11 @@ type Instance struct {
 	Launcher string `json:"launcher,omitempty"`
 }
 
-// Deploy is one past switch or deploy.
+// Deploy is one past switch, deploy or rollback, or the one running
+// (State.Pending).
 type Deploy struct {
 	ID       string        `json:"id"`
-	Kind     string        `json:"kind"`              // "switch" or "deploy"
+	Kind     string        `json:"kind"`              // "switch", "deploy" or "rollback"
 	Version  string        `json:"version,omitempty"` // the app version a deploy started
 	From     string        `json:"from"`
 	To       string        `json:"to"`
@@ -65,6 +84,14 @@ type Deploy struct {
 	// Drained is how many requests were still in flight on the old colour
 	// when the swap happened.
 	Drained int64 `json:"drained"`
+	// Interrupted is set when baton stopped (was killed, crashed, lost
+	// power) in the middle of the operation; Error then says at which
+	// point, as far as the state file tells.
+	Interrupted bool `json:"interrupted,omitempty"`
+	// Instance is, while the operation runs (State.Pending), the new
+	// instance it launched, so that a baton restarted after a crash knows
+	// of it and adopts it instead of leaving it running unknown.
+	Instance *Instance `json:"instance,omitempty"`
 }
 
 // Store reads and writes the state file in a directory. The zero value is not
@@ -74,13 +101,24 @@ type Store struct {
 	dir string
 }
 
-// NewStore returns a Store for dir, creating dir (0700) if needed.
+// NewStore returns a Store for dir, creating dir (0700) if needed. It
+// removes the temp files that a crash between the write and the rename of
+// a Save leaves behind: the state file itself is then the old one, whole.
 func NewStore(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir %s: %w", dir, err)
 	}
-	return &Store{dir: dir}, nil
+	s := &Store{dir: dir}
+	stale, _ := filepath.Glob(filepath.Join(dir, tempPrefix(FileName)+"*"))
+	for _, p := range stale {
+		_ = os.Remove(p) // best effort: a leftover is harmless, only untidy
+	}
+	return s, nil
 }
+
+// tempPrefix is the name prefix of WriteFileAtomic's temp files for a file
+// named base.
+func tempPrefix(base string) string { return "." + base + ".tmp-" }
 
 // Path returns the state file's path.
 func (s *Store) Path() string { return filepath.Join(s.dir, FileName) }
@@ -102,8 +140,23 @@ func (s *Store) Load() (State, error) {
 	if st.Version != CurrentVersion {
 		return State{}, fmt.Errorf("state file %s has version %d; this baton reads version %d", s.Path(), st.Version, CurrentVersion)
 	}
-	if st.Live != "blue" && st.Live != "green" {
+	if !isColor(st.Live) {
 		return State{}, fmt.Errorf("state file %s: live colour %q is neither blue nor green", s.Path(), st.Live)
+	}
+	var bad []error
+	if p := st.Pending; p != nil && (!isColor(p.From) || !isColor(p.To)) {
+		bad = append(bad, fmt.Errorf("pending operation %s goes from %q to %q: want blue and green", p.ID, p.From, p.To))
+	}
+	if p := st.Previous; p != nil && !isColor(p.Color) {
+		bad = append(bad, fmt.Errorf("previous colour %q is neither blue nor green", p.Color))
+	}
+	for c := range st.Instances {
+		if !isColor(c) {
+			bad = append(bad, fmt.Errorf("instance recorded for colour %q, which is neither blue nor green", c))
+		}
+	}
+	if err := errors.Join(bad...); err != nil {
+		return State{}, fmt.Errorf("state file %s: %w; fix or remove the entry", s.Path(), err)
 	}
 	return st, nil
 }
@@ -126,7 +179,7 @@ func (s *Store) Save(st State) error {
 // directory, fsyncs it, renames it over path and fsyncs the directory.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	f, err := os.CreateTemp(dir, tempPrefix(filepath.Base(path))+"*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -149,6 +202,9 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	if err = f.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	if testHookBeforeRename != nil {
+		testHookBeforeRename(tmp)
+	}
 	if err = os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -159,6 +215,12 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	}
 	return nil
 }
+
+func isColor(s string) bool { return s == "blue" || s == "green" }
+
+// testHookBeforeRename, if set, runs between the write of the temp file
+// and its rename: tests use it to crash there.
+var testHookBeforeRename func(tmp string)
 
 // IsNotExist reports whether err from Load means there is no state file yet.
 func IsNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }

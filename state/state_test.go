@@ -56,9 +56,12 @@ func TestHistoryIsBounded(t *testing.T) {
 
 func TestLoadRejectsBadFiles(t *testing.T) {
 	for name, content := range map[string]string{
-		"torn":        `{"version":1,"li`,
-		"new version": `{"version":99,"live":"blue"}`,
-		"bad colour":  `{"version":1,"live":"purple"}`,
+		"torn":         `{"version":1,"li`,
+		"new version":  `{"version":99,"live":"blue"}`,
+		"bad colour":   `{"version":1,"live":"purple"}`,
+		"bad pending":  `{"version":1,"live":"blue","pending":{"id":"x","kind":"deploy","from":"blue","to":"red"}}`,
+		"bad previous": `{"version":1,"live":"blue","previous":{"color":"mauve"}}`,
+		"bad instance": `{"version":1,"live":"blue","instances":{"pink":{"addr":"127.0.0.1:1"}}}`,
 	} {
 		s, _ := NewStore(t.TempDir())
 		os.WriteFile(s.Path(), []byte(content), 0o600)
@@ -110,5 +113,72 @@ func TestWriteFileAtomicReportsFailure(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "missing-dir", "f")
 	if err := WriteFileAtomic(p, []byte("x"), 0o600); err == nil || !strings.Contains(err.Error(), p) {
 		t.Fatalf("write into a missing dir: %v; want an error naming the path", err)
+	}
+}
+
+// A crash between the write of the temp file and its rename leaves the old
+// state file whole and a temp file beside it; the next start reads the old
+// state and removes the leftover.
+func TestCrashBeforeRenameKeepsOldState(t *testing.T) {
+	dir := t.TempDir()
+	s, err := NewStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(State{Live: "blue", History: []Deploy{{ID: "first", OK: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	type crash struct{}
+	var leftover string
+	testHookBeforeRename = func(tmp string) {
+		leftover = tmp
+		panic(crash{}) // the process dies here: no deferred clean-up runs in a real crash either
+	}
+	t.Cleanup(func() { testHookBeforeRename = nil })
+	func() {
+		defer func() {
+			if r := recover(); r != (crash{}) {
+				t.Fatalf("recovered %v; want the simulated crash", r)
+			}
+		}()
+		_ = s.Save(State{Live: "green", Pending: &Deploy{ID: "second", From: "blue", To: "green"}})
+	}()
+	testHookBeforeRename = nil
+	if _, err := os.Stat(leftover); err != nil {
+		t.Fatalf("the crash left no temp file: %v", err)
+	}
+
+	s2, err := NewStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s2.Load()
+	if err != nil {
+		t.Fatalf("Load after a crash before the rename: %v", err)
+	}
+	if got.Live != "blue" || len(got.History) != 1 || got.Pending != nil {
+		t.Fatalf("loaded %+v; want the state saved before the crash", got)
+	}
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Errorf("NewStore left the crash's temp file %s behind (stat: %v)", leftover, err)
+	}
+}
+
+func TestPendingAndPreviousRoundTrip(t *testing.T) {
+	s, _ := NewStore(t.TempDir())
+	inst := &Instance{AppVersion: "v2", PID: 42, ID: "d2", Artifact: "/srv/releases/v2/app"}
+	want := State{Live: "blue",
+		Pending:  &Deploy{ID: "d2", Kind: "deploy", Version: "v2", From: "blue", To: "green", Instance: inst},
+		Previous: &Previous{Color: "green", Instance: &Instance{AppVersion: "v1", Artifact: "/srv/releases/v1/app"}}}
+	if err := s.Save(want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Pending == nil || got.Pending.Instance == nil || got.Pending.Instance.PID != 42 ||
+		got.Previous == nil || got.Previous.Color != "green" || got.Previous.Instance.AppVersion != "v1" {
+		t.Fatalf("loaded %+v; want pending and previous as saved", got)
 	}
 }

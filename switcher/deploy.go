@@ -21,6 +21,9 @@ var (
 	ErrLaunch = errors.New("launch failed")
 	// ErrExited: the new instance exited before it became healthy.
 	ErrExited = errors.New("new instance exited during start-up")
+	// ErrExitedAfterSwap: the new instance exited after the swap, before
+	// the old one was stopped; the old one took the traffic back.
+	ErrExitedAfterSwap = errors.New("new instance exited right after the swap")
 )
 
 // LogTailLines is how many lines of a failed instance's log a deploy reports.
@@ -46,6 +49,10 @@ type LaunchSpec struct {
 	Port     int
 	Artifact string // a file on this machine; empty if the command needs none
 	Version  string
+	// Installed means Artifact is where an earlier launch installed the
+	// artifact (a path on the instance's host, from its Record), not a
+	// file on this machine to install: a rollback starts it from there.
+	Installed bool
 	// Progress, if set, is told of slow preparation steps (an upload).
 	Progress func(msg string)
 }
@@ -64,6 +71,9 @@ type Process interface {
 	Stop(ctx context.Context, sig syscall.Signal, grace time.Duration) (string, error)
 	// LogTail returns up to the last n lines of the instance's output.
 	LogTail(ctx context.Context, n int) (string, error)
+	// Alive reports whether the instance still runs; an error means the
+	// launcher could not tell.
+	Alive(ctx context.Context) (bool, error)
 	String() string
 }
 
@@ -137,6 +147,10 @@ type DeployRequest struct {
 	Artifact string
 	// SHA256 is the artifact's checksum, for the record only.
 	SHA256 string
+	// Watch, if its Duration is set, keeps the old instance running for
+	// that long after the swap and moves traffic back if the new one
+	// fails (see settle in rollout.go).
+	Watch Watch
 }
 
 // DeployResult describes a finished or failed deploy.
@@ -166,8 +180,10 @@ func CheckVersion(v string) error {
 // once if the new instance exits) → swap → persist → drain → stop the old
 // instance. On any failure before the swap the new instance is stopped, the
 // live colour keeps serving, and the error carries the reason; the result
-// carries the new instance's log tail. It shares Switch's lock: a deploy
-// while another operation runs fails with ErrBusy.
+// carries the new instance's log tail. If the new instance exits after the
+// swap but before the old one is stopped, traffic goes back to the old one
+// and the deploy fails with ErrExitedAfterSwap. It shares Switch's lock: a
+// deploy while another operation runs fails with ErrBusy.
 func (s *Switcher) Deploy(ctx context.Context, req DeployRequest, emit func(Event)) (DeployResult, error) {
 	s.mu.Lock()
 	l := s.launch.launcher
@@ -183,34 +199,45 @@ func (s *Switcher) Deploy(ctx context.Context, req DeployRequest, emit func(Even
 		return DeployResult{}, err
 	}
 	defer release()
+	return s.runDeploy(ctx, "deploy", l, req, false, emit)
+}
 
+// runDeploy is Deploy once the operation lock is held. installed says that
+// req.Artifact is already installed where the instance runs (a rollback).
+func (s *Switcher) runDeploy(ctx context.Context, kind string, l Launcher, req DeployRequest, installed bool, emit func(Event)) (DeployResult, error) {
 	from := s.Live()
 	to := from.Other()
 	res := DeployResult{Result: Result{ID: newID(), From: from, To: to}, Version: req.Version}
 	started := time.Now()
-	ev, end := s.begin("deploy", res.ID, to, started, emit)
+	pending := state.Deploy{ID: res.ID, Kind: kind, Version: req.Version, From: from.String(), To: to.String(), Started: started.UTC()}
+	if err := s.markPending(pending); err != nil {
+		return res, fmt.Errorf("%s %s to %s: %w; nothing was changed", kind, req.Version, to, err)
+	}
+	ev, end := s.begin(kind, res.ID, to, started, emit)
 	defer end()
-	ev("start", fmt.Sprintf("deploy %s %s: %s → %s (%s)", res.ID, req.Version, from, to, s.cfg.Addrs[to]), 0)
+	ev("start", fmt.Sprintf("%s %s %s: %s → %s (%s)", kind, res.ID, req.Version, from, to, s.cfg.Addrs[to]), 0)
 
 	fail := func(err error) (DeployResult, error) {
-		s.record("deploy", req.Version, res.Result, started, err)
+		res.Duration = time.Since(started)
+		s.record(kind, req.Version, &res.Result, started, err)
 		s.cfg.Observer.DeployDone(res.Result, err)
 		return res, err
 	}
 	if err := s.clearIdle(ctx, to, ev); err != nil {
-		return fail(fmt.Errorf("deploy %s to %s: %w; %s keeps serving", req.Version, to, err, from))
+		return fail(fmt.Errorf("%s %s to %s: %w; %s keeps serving", kind, req.Version, to, err, from))
 	}
 
 	t := time.Now()
 	proc, err := l.Launch(ctx, LaunchSpec{
-		ID: res.ID, Color: to, Port: portOf(s.cfg.Addrs[to]), Artifact: req.Artifact, Version: req.Version,
+		ID: res.ID, Color: to, Port: portOf(s.cfg.Addrs[to]), Artifact: req.Artifact, Version: req.Version, Installed: installed,
 		Progress: func(msg string) { ev("install", msg, 0) },
 	})
 	if err != nil {
-		return fail(fmt.Errorf("deploy %s to %s: %w: %w; %s keeps serving", req.Version, to, ErrLaunch, err, from))
+		return fail(fmt.Errorf("%s %s to %s: %w: %w; %s keeps serving", kind, req.Version, to, ErrLaunch, err, from))
 	}
 	res.Instance = proc.Record()
 	res.Instance.Addr = s.cfg.Addrs[to]
+	s.markLaunched(res.Instance)
 	ev("launch", fmt.Sprintf("started %s; log %s", proc, res.Instance.Log), time.Since(t))
 
 	if err := s.waitStarted(ctx, to, proc, ev); err != nil {
@@ -224,13 +251,8 @@ func (s *Switcher) Deploy(ctx context.Context, req DeployRequest, emit func(Even
 			s.remember(to, proc) // so that the next deploy stops it first
 		}
 		ev("stop", desc, time.Since(t))
-		tail, terr := proc.LogTail(sctx, LogTailLines)
-		if terr != nil {
-			tail = "(could not read the log: " + terr.Error() + ")"
-		}
-		res.LogTail = tail
-		ev("log", fmt.Sprintf("last lines of %s:\n%s", res.Instance.Log, tail), 0)
-		return fail(fmt.Errorf("deploy %s to %s: %w; %s keeps serving (log: %s)", req.Version, to, err, from, res.Instance.Log))
+		res.LogTail = s.logTail(sctx, proc, res.Instance.Log, ev)
+		return fail(fmt.Errorf("%s %s to %s: %w; %s keeps serving (log: %s)", kind, req.Version, to, err, from, res.Instance.Log))
 	}
 
 	// Healthy: record the instance so that the persist step saves it with
@@ -238,12 +260,92 @@ func (s *Switcher) Deploy(ctx context.Context, req DeployRequest, emit func(Even
 	// caller goes away.
 	ctx = context.WithoutCancel(ctx)
 	s.remember(to, proc)
-	s.handOver(ctx, &res.Result, ev)
-	res.Stopped = s.stopOld(ctx, from, ev)
+	s.mu.Lock()
+	previous := s.st.Previous
+	s.mu.Unlock()
+	exit := watchExit(proc)
+	defer exit.stop()
+	swapped := time.Now()
+	if s.handOver(ctx, &res.Result, ev, exit.done) {
+		return fail(s.swapBack(ctx, kind, &res, previous, proc, exit.err, time.Since(swapped), ev))
+	}
+	if res.Stopped, err = s.settle(ctx, kind, req.Version, &res.Result, req.Watch, nil, exit, ev); err != nil {
+		return fail(err)
+	}
 	res.Duration = time.Since(started)
-	s.record("deploy", req.Version, res.Result, started, nil)
+	s.record(kind, req.Version, &res.Result, started, nil)
 	s.cfg.Observer.DeployDone(res.Result, nil)
 	return res, nil
+}
+
+// markLaunched adds the new instance to the pending operation in the state,
+// so that a baton killed before the deploy ends adopts it when restarted. A
+// failed save is in Status; the deploy goes on.
+func (s *Switcher) markLaunched(rec state.Instance) {
+	s.mu.Lock()
+	if s.st.Pending != nil {
+		s.st.Pending.Instance = &rec
+	}
+	s.mu.Unlock()
+	_ = s.save()
+}
+
+// logTail returns the last lines of proc's log and emits them as a log step.
+func (s *Switcher) logTail(ctx context.Context, proc Process, path string, ev stepFunc) string {
+	tail, err := proc.LogTail(ctx, LogTailLines)
+	if err != nil {
+		tail = "(could not read the log: " + err.Error() + ")"
+	}
+	ev("log", fmt.Sprintf("last lines of %s:\n%s", path, tail), 0)
+	return tail
+}
+
+// exitWatch tells when a process exits.
+type exitWatch struct {
+	done chan struct{} // closed when the process has exited
+	err  error         // how it exited; read after done is closed
+	stop context.CancelFunc
+}
+
+func watchExit(p Process) *exitWatch {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &exitWatch{done: make(chan struct{}), stop: cancel}
+	go func() {
+		err := p.Wait(ctx)
+		if ctx.Err() == nil {
+			w.err = err
+			close(w.done)
+		}
+	}()
+	return w
+}
+
+// swapBack routes traffic back to res.From after the new instance on
+// res.To died in the middle of the handover, before res.From was stopped:
+// the old instance still runs and serves again. It restores what
+// 'baton rollback' would go back to, and returns the deploy's error.
+func (s *Switcher) swapBack(ctx context.Context, kind string, res *DeployResult, previous *state.Previous, proc Process, werr error, after time.Duration, ev stepFunc) error {
+	from, to := res.From, res.To
+	if werr == nil {
+		werr = errors.New("exit status 0")
+	}
+	t := time.Now()
+	s.router.Route(from)
+	s.mu.Lock()
+	s.live = from
+	s.st.Live = from.String()
+	s.st.Previous = previous
+	s.launch.procs[to] = nil
+	delete(s.st.Instances, to.String())
+	s.mu.Unlock()
+	s.cfg.Observer.Live(from, s.appVersion(from))
+	ev("swap_back", fmt.Sprintf("the new %s instance (%s) exited %s after the swap (%v); %s is live again", to, proc, after.Round(time.Millisecond), werr, from), time.Since(t))
+	if err := s.save(); err != nil {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("could not save the state after swapping back (%v): a restart of baton would route to %s", err, to))
+	}
+	s.router.CloseIdle(to)
+	res.LogTail = s.logTail(ctx, proc, res.Instance.Log, ev)
+	return fmt.Errorf("%s %s to %s: %w (%v); %s still runs and serves again (log: %s)", kind, res.Version, to, ErrExitedAfterSwap, werr, from, res.Instance.Log)
 }
 
 // clearIdle makes sure nothing serves on the idle colour c before a launch:

@@ -53,6 +53,14 @@ func (p *fakeProcess) Stop(ctx context.Context, sig syscall.Signal, grace time.D
 	p.die()
 	return p.String() + " exited", nil
 }
+func (p *fakeProcess) Alive(context.Context) (bool, error) {
+	select {
+	case <-p.exit:
+		return false, nil
+	default:
+		return true, nil
+	}
+}
 func (p *fakeProcess) LogTail(ctx context.Context, n int) (string, error) {
 	return "FATAL: the tail of the log", nil
 }

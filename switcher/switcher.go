@@ -8,6 +8,14 @@
 // an Event, which the admin API streams to the caller. One operation runs at
 // a time; a second one is refused with ErrBusy.
 //
+// Durability: before an operation changes anything it saves itself in the
+// state as pending (if that save fails, the operation is refused and nothing
+// changes), the swap saves the new live colour, and the end moves the
+// pending entry to the history. A baton killed in the middle therefore
+// finds, when it starts again, the live colour it last routed to, the
+// instances it launched (the new one included) to adopt, and the pending
+// entry, which it records in the history as interrupted.
+//
 // The package declares the small interfaces it needs (Router, Prober,
 // Stopper, Store) and imports no concrete proxy or launcher.
 package switcher
@@ -19,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"syscall"
 	"time"
@@ -49,6 +58,10 @@ var (
 	ErrAlreadyLive = errors.New("already live")
 	// ErrHealth: the target never became healthy; nothing was changed.
 	ErrHealth = errors.New("health check failed")
+	// ErrState: the state file could not be written (a full disk, a
+	// read-only file system). An operation that cannot record itself
+	// before it starts is refused.
+	ErrState = errors.New("cannot save state")
 )
 
 // Router moves traffic between colours. Route must take effect for the next
@@ -57,6 +70,22 @@ type Router interface {
 	Route(c Color)
 	InFlight(c Color) int64
 	CloseIdle(c Color)
+}
+
+// TrafficCounter is an optional interface of a Router: what each colour
+// answered since it last became live, shown by Status so that an app that
+// passes its health checks but fails real requests is visible.
+type TrafficCounter interface {
+	Traffic(c Color) Traffic
+}
+
+// Traffic counts the answers of one colour since Since.
+type Traffic struct {
+	Since    time.Time `json:"since"`
+	Requests uint64    `json:"requests"`
+	// Status5xx counts 5xx answers: the app's own, and baton's 502, 503 and
+	// 504 when the app could not be reached or did not answer in time.
+	Status5xx uint64 `json:"status_5xx"`
 }
 
 // Prober runs one health check against the app at addr.
@@ -118,8 +147,12 @@ func (c *Config) setDefaults() {
 type Event struct {
 	Time time.Time `json:"time"`
 	// Step is one of start, health, swap, persist, drain, close_idle, stop,
-	// done, failed; a deploy adds prepare, install, launch and log (and the
-	// admin API an artifact step before start).
+	// done, failed; a deploy adds prepare, install, launch, swap_back (its
+	// new instance died after the swap and the old one is live again) and
+	// log; a rollback adds plan; a canary rollout adds canary (a share
+	// change or a note of the judge), judge (its failing look), abort and
+	// promote; a watch adds watch, judge and rollback (and the admin API an
+	// artifact step before start).
 	Step    string `json:"step"`
 	Message string `json:"message"`
 	// DurationMS is how long the step took, when it is a step's end.
@@ -131,6 +164,10 @@ type Event struct {
 type SwitchRequest struct {
 	// To is the target colour; nil means the colour that is not live.
 	To *Color
+	// Watch, if its Duration is set, keeps the old app running for that
+	// long after the swap and moves traffic back if the new one fails
+	// (see settle in rollout.go).
+	Watch Watch
 }
 
 // Result describes a finished switch.
@@ -145,6 +182,9 @@ type Result struct {
 	// DrainDuration is how long the drain took, deadline included.
 	DrainDuration time.Duration
 	Stopped       string
+	// Warnings lists what went wrong without failing the operation, such
+	// as a state file that could not be saved after the swap.
+	Warnings []string
 }
 
 // Switcher owns the live colour and runs one operation at a time. It is safe
@@ -159,12 +199,15 @@ type Switcher struct {
 
 	op sync.Mutex // held for the whole of an operation
 
-	mu      sync.Mutex // guards the fields below
-	st      state.State
-	live    Color
-	current *Operation
-	health  [2]Health
-	launch  launchState // see deploy.go
+	ro rolloutState // canaries and watches: see rollout.go
+
+	mu       sync.Mutex // guards the fields below
+	st       state.State
+	live     Color
+	current  *Operation
+	health   [2]Health
+	launch   launchState // see deploy.go
+	stateErr string      // the last failed save's error; "" once a save succeeds
 }
 
 // Operation describes the running operation, for status.
@@ -213,6 +256,9 @@ func New(ctx context.Context, cfg Config, router Router, prober Prober, stopper 
 		s.st = st
 		s.live, _ = ParseColor(st.Live) // Load validated it
 		logger.Info("restored state", "live", s.live, "addr", cfg.Addrs[s.live])
+		if st.Pending != nil {
+			s.recoverInterrupted()
+		}
 	case state.IsNotExist(err):
 		s.live = s.firstHealthy(ctx)
 		s.st = state.State{Live: s.live.String(), Updated: time.Now().UTC()}
@@ -226,6 +272,57 @@ func New(ctx context.Context, cfg Config, router Router, prober Prober, stopper 
 	router.Route(s.live)
 	cfg.Observer.Live(s.live, s.appVersion(s.live))
 	return s, nil
+}
+
+// recoverInterrupted records the operation that the state says was running
+// when baton stopped: as a failed, interrupted entry in the history, with
+// what the state tells of how far it got. An instance it had launched is
+// recorded on its colour, so that SetLauncher adopts it and the next deploy
+// stops it rather than leaving it running unknown.
+func (s *Switcher) recoverInterrupted() {
+	p := *s.st.Pending
+	s.st.Pending = nil
+	p.OK, p.Interrupted = false, true
+	var where string
+	if p.To == s.st.Live {
+		where = fmt.Sprintf("after the swap: %s is live, %s was not (fully) drained and stopped", p.To, p.From)
+		if _, ok := s.st.Instances[p.From]; ok {
+			where += fmt.Sprintf("; %s's instance is adopted and the next deploy stops it", p.From)
+		}
+	} else {
+		where = fmt.Sprintf("before the swap: %s kept the traffic", p.From)
+		if p.Instance != nil {
+			where += fmt.Sprintf("; the new %s instance (pid %d) is adopted, and the next deploy to %s stops it first", p.To, p.Instance.PID, p.To)
+		}
+	}
+	if p.Instance != nil {
+		if s.st.Instances == nil {
+			s.st.Instances = map[string]state.Instance{}
+		}
+		inst := *p.Instance
+		inst.Addr = s.cfg.Addrs[colorOf(p.To)]
+		s.st.Instances[p.To] = inst
+		p.Instance = nil
+	}
+	p.Error = "interrupted: baton stopped during the " + p.Kind + " " + where
+	s.st.History = appendHistory(s.st.History, p)
+	s.logger.Warn("the last operation was interrupted", "id", p.ID, "kind", p.Kind, "version", p.Version, "from", p.From, "to", p.To, "err", p.Error)
+	if err := s.save(); err != nil {
+		s.logger.Error("could not record the interrupted operation", "err", err)
+	}
+}
+
+func colorOf(s string) Color {
+	c, _ := ParseColor(s)
+	return c
+}
+
+func appendHistory(h []state.Deploy, d state.Deploy) []state.Deploy {
+	h = append(h, d)
+	if len(h) > state.MaxHistory {
+		h = h[len(h)-state.MaxHistory:]
+	}
+	return h
 }
 
 func (s *Switcher) firstHealthy(ctx context.Context) Color {
@@ -271,25 +368,56 @@ func (s *Switcher) Switch(ctx context.Context, req SwitchRequest, emit func(Even
 	if to == from {
 		return Result{}, fmt.Errorf("%s is %w; nothing to switch (omit the target to switch to %s)", to, ErrAlreadyLive, from.Other())
 	}
+	return s.runSwitchWatch(ctx, "switch", from, to, req.Watch, emit)
+}
+
+// runSwitch moves traffic from from to to, an app baton need not have
+// started. The caller holds the operation lock.
+func (s *Switcher) runSwitch(ctx context.Context, kind string, from, to Color, emit func(Event)) (Result, error) {
+	return s.runSwitchWatch(ctx, kind, from, to, Watch{}, emit)
+}
+
+// runSwitchWatch is runSwitch with a watch after the swap.
+func (s *Switcher) runSwitchWatch(ctx context.Context, kind string, from, to Color, w Watch, emit func(Event)) (Result, error) {
 	res := Result{ID: newID(), From: from, To: to}
 	started := time.Now()
-	ev, end := s.begin("switch", res.ID, to, started, emit)
+	if err := s.markPending(state.Deploy{ID: res.ID, Kind: kind, From: from.String(), To: to.String(), Started: started.UTC()}); err != nil {
+		return res, fmt.Errorf("%s to %s: %w; nothing was changed", kind, to, err)
+	}
+	ev, end := s.begin(kind, res.ID, to, started, emit)
 	defer end()
-	ev("start", fmt.Sprintf("switch %s: %s (%s) → %s (%s)", res.ID, from, s.cfg.Addrs[from], to, s.cfg.Addrs[to]), 0)
+	ev("start", fmt.Sprintf("%s %s: %s (%s) → %s (%s)", kind, res.ID, from, s.cfg.Addrs[from], to, s.cfg.Addrs[to]), 0)
 
 	if err := s.waitHealthy(ctx, to, ev); err != nil {
-		err = fmt.Errorf("switch to %s: %w; %s keeps serving", to, err, from)
-		s.record("switch", "", res, started, err)
+		err = fmt.Errorf("%s to %s: %w; %s keeps serving", kind, to, err, from)
+		s.record(kind, "", &res, started, err)
 		return res, err
 	}
 
 	// From here on the switch completes even if the caller goes away.
 	ctx = context.WithoutCancel(ctx)
-	s.handOver(ctx, &res, ev)
-	res.Stopped = s.stopOld(ctx, from, ev)
+	s.handOver(ctx, &res, ev, nil)
+	var err error
+	res.Stopped, err = s.settle(ctx, kind, "", &res, w, nil, nil, ev)
 	res.Duration = time.Since(started)
-	s.record("switch", "", res, started, nil)
-	return res, nil
+	s.record(kind, "", &res, started, err)
+	return res, err
+}
+
+// markPending saves d as the running operation, before it changes
+// anything. If the state cannot be saved the operation must not start: a
+// crash in its middle would leave no trace of it.
+func (s *Switcher) markPending(d state.Deploy) error {
+	s.mu.Lock()
+	s.st.Pending = &d
+	s.mu.Unlock()
+	if err := s.save(); err != nil {
+		s.mu.Lock()
+		s.st.Pending = nil
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %w", ErrState, err)
+	}
+	return nil
 }
 
 // stepFunc reports one step of an operation: it updates the operation's
@@ -345,8 +473,11 @@ func (s *Switcher) begin(kind, id string, to Color, started time.Time, emit func
 
 // handOver moves traffic from res.From to res.To once res.To is healthy:
 // swap the route, persist the state, drain res.From and close its idle
-// connections. It always runs to the end; ctx should not be cancellable.
-func (s *Switcher) handOver(ctx context.Context, res *Result, ev stepFunc) {
+// connections. It runs to the end, ctx should not be cancellable, unless
+// abort is closed (the new instance died): then it stops draining at once
+// and returns true, leaving res.From's connections as they are so that the
+// caller can route back to it.
+func (s *Switcher) handOver(ctx context.Context, res *Result, ev stepFunc, abort <-chan struct{}) (aborted bool) {
 	from, to := res.From, res.To
 	t := time.Now()
 	s.router.Route(to)
@@ -354,6 +485,11 @@ func (s *Switcher) handOver(ctx context.Context, res *Result, ev stepFunc) {
 	s.mu.Lock()
 	s.live = to
 	s.st.Live = to.String()
+	prev := &state.Previous{Color: from.String()}
+	if inst, ok := s.st.Instances[from.String()]; ok {
+		prev.Instance = &inst
+	}
+	s.st.Previous = prev
 	s.mu.Unlock()
 	ev("swap", fmt.Sprintf("%s is live; %d request(s) in flight on %s", to, res.Drained, from), time.Since(t))
 	s.cfg.Observer.Live(to, s.appVersion(to))
@@ -362,20 +498,27 @@ func (s *Switcher) handOver(ctx context.Context, res *Result, ev stepFunc) {
 	if err := s.save(); err != nil {
 		// Traffic already moved; a failed write must not undo that, but
 		// the operator has to know the next restart would pick the old colour.
-		ev("persist", "could not save state: "+err.Error(), time.Since(t))
+		w := fmt.Sprintf("could not save the state after the swap (%v): until a save succeeds, a restart of baton would route to %s", err, from)
+		res.Warnings = append(res.Warnings, w)
+		ev("persist", w, time.Since(t))
 	} else {
 		ev("persist", "saved live="+to.String(), time.Since(t))
 	}
 
 	t = time.Now()
-	res.Abandoned = s.drain(ctx, from, ev)
+	res.Abandoned, aborted = s.drain(ctx, from, ev, abort)
 	res.DrainDuration = time.Since(t)
-	if res.Abandoned > 0 {
+	switch {
+	case aborted:
+		ev("drain", fmt.Sprintf("stopped draining %s: the new instance on %s is gone", from, to), time.Since(t))
+		return true
+	case res.Abandoned > 0:
 		ev("drain", fmt.Sprintf("drain deadline %s passed with %d request(s) still in flight on %s", s.cfg.DrainTimeout, res.Abandoned, from), time.Since(t))
-	} else {
+	default:
 		ev("drain", fmt.Sprintf("%s drained", from), time.Since(t))
 	}
 	s.router.CloseIdle(from)
+	return false
 }
 
 // stopOld stops the app of colour c after its drain, unless NoStop is set:
@@ -456,8 +599,9 @@ func (s *Switcher) waitHealthy(ctx context.Context, c Color, ev func(string, str
 }
 
 // drain waits for c's in-flight count to reach zero or the drain deadline,
-// reporting progress each second. It returns how many were left.
-func (s *Switcher) drain(ctx context.Context, c Color, ev func(string, string, time.Duration)) int64 {
+// reporting progress each second. It returns how many were left, and
+// whether it stopped early because abort was closed (a nil abort never is).
+func (s *Switcher) drain(ctx context.Context, c Color, ev stepFunc, abort <-chan struct{}) (left int64, aborted bool) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DrainTimeout)
 	defer cancel()
 	poll := time.NewTicker(5 * time.Millisecond)
@@ -466,7 +610,7 @@ func (s *Switcher) drain(ctx context.Context, c Color, ev func(string, string, t
 	for {
 		n := s.router.InFlight(c)
 		if n == 0 {
-			return 0
+			return 0, false
 		}
 		if time.Now().After(report) {
 			ev("drain", fmt.Sprintf("draining %s: %d request(s) in flight", c, n), 0)
@@ -474,13 +618,18 @@ func (s *Switcher) drain(ctx context.Context, c Color, ev func(string, string, t
 		}
 		select {
 		case <-ctx.Done():
-			return s.router.InFlight(c)
+			return s.router.InFlight(c), false
+		case <-abort:
+			return s.router.InFlight(c), true
 		case <-poll.C:
 		}
 	}
 }
 
-func (s *Switcher) record(kind, version string, res Result, started time.Time, err error) {
+// record ends an operation: it moves it from pending to the history,
+// saves the state and tells the observer. A failed save becomes a warning
+// on res.
+func (s *Switcher) record(kind, version string, res *Result, started time.Time, err error) {
 	d := state.Deploy{
 		ID: res.ID, Kind: kind, Version: version, From: res.From.String(), To: res.To.String(),
 		Started: started.UTC(), Duration: time.Since(started), OK: err == nil, Drained: res.Drained,
@@ -489,24 +638,34 @@ func (s *Switcher) record(kind, version string, res Result, started time.Time, e
 		d.Error = err.Error()
 	}
 	s.mu.Lock()
-	s.st.History = append(s.st.History, d)
-	if len(s.st.History) > state.MaxHistory {
-		s.st.History = s.st.History[len(s.st.History)-state.MaxHistory:]
-	}
+	s.st.Pending = nil
+	s.st.History = appendHistory(s.st.History, d)
 	s.mu.Unlock()
-	if err := s.save(); err != nil {
-		s.logger.Error("save state after "+kind, "err", err)
+	if serr := s.save(); serr != nil {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("could not save the state after the %s (%v): a restart of baton would report it as interrupted", kind, serr))
 	}
-	s.cfg.Observer.SwitchDone(res, err)
+	s.cfg.Observer.SwitchDone(*res, err)
 }
 
+// save writes the state. Its outcome shows in Status until the next save.
 func (s *Switcher) save() error {
 	s.mu.Lock()
 	st := s.st
 	st.Updated = time.Now().UTC()
 	st.History = append([]state.Deploy(nil), s.st.History...)
+	st.Instances = maps.Clone(s.st.Instances)
 	s.mu.Unlock()
-	return s.store.Save(st)
+	err := s.store.Save(st)
+	s.mu.Lock()
+	s.stateErr = ""
+	if err != nil {
+		s.stateErr = err.Error()
+	}
+	s.mu.Unlock()
+	if err != nil {
+		s.logger.Error("could not save state", "err", err)
+	}
+	return err
 }
 
 // Monitor checks both colours every MonitorEvery until ctx is done, so that
@@ -565,6 +724,9 @@ type UpstreamStatus struct {
 	// Instance is what baton recorded of the app it launched on this
 	// colour; nil if it launched none.
 	Instance *state.Instance `json:"instance,omitempty"`
+	// Traffic is what this colour answered since it last became live;
+	// nil if the Router does not count (see TrafficCounter).
+	Traffic *Traffic `json:"traffic,omitempty"`
 }
 
 // Status is a snapshot of the switcher for the admin API.
@@ -573,17 +735,32 @@ type Status struct {
 	Upstreams []UpstreamStatus `json:"upstreams"`
 	Operation *Operation       `json:"operation,omitempty"`
 	History   []state.Deploy   `json:"history"`
+	// Previous is what 'baton rollback' would go back to; nil if nothing.
+	Previous *state.Previous `json:"previous,omitempty"`
+	// StateError is the error of the last attempt to save the state file,
+	// empty if it succeeded: while it is set, what baton does now would be
+	// forgotten by a restart.
+	StateError string `json:"state_error,omitempty"`
+	// Rollout is the running canary, or the watch after a switch, deploy
+	// or promote; nil if none.
+	Rollout *RolloutStatus `json:"rollout,omitempty"`
 }
 
 // Status returns a snapshot.
 func (s *Switcher) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Status{Live: s.live.String(), History: append([]state.Deploy{}, s.st.History...)}
+	st := Status{Live: s.live.String(), History: append([]state.Deploy{}, s.st.History...), Previous: s.st.Previous, StateError: s.stateErr}
+	tc, _ := s.router.(TrafficCounter)
 	for _, c := range Colors {
 		us := UpstreamStatus{Color: c.String(), Addr: s.cfg.Addrs[c], Live: c == s.live, InFlight: s.router.InFlight(c)}
 		if inst, ok := s.st.Instances[c.String()]; ok {
 			us.Instance = &inst
+		}
+		if tc != nil {
+			if tr := tc.Traffic(c); !tr.Since.IsZero() {
+				us.Traffic = &tr
+			}
 		}
 		if s.health[c].checkedOK {
 			h := s.health[c]
@@ -595,6 +772,7 @@ func (s *Switcher) Status() Status {
 		op := *s.current
 		st.Operation = &op
 	}
+	st.Rollout = s.rolloutStatus()
 	return st
 }
 

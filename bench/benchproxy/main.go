@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/metrics"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -75,6 +76,7 @@ func run(addr, blue, cpuprofile, memprofile string) error {
 	if err := srv.Serve(ln); err != http.ErrServerClosed {
 		return err
 	}
+	report(u.Served())
 	if memprofile != "" {
 		f, err := os.Create(memprofile)
 		if err != nil {
@@ -84,4 +86,24 @@ func run(addr, blue, cpuprofile, memprofile string) error {
 		return pprof.Lookup("allocs").WriteTo(f, 0)
 	}
 	return nil
+}
+
+// report prints, per request served, the CPU the runtime accounts to the
+// garbage collector and to the program, and the number of GC cycles: the GC's
+// share is measurable on a busy machine where throughput is not.
+func report(served uint64) {
+	samples := []metrics.Sample{
+		{Name: "/cpu/classes/gc/total:cpu-seconds"},
+		{Name: "/cpu/classes/user:cpu-seconds"},
+		{Name: "/gc/cycles/total:gc-cycles"},
+		{Name: "/gc/heap/goal:bytes"},
+	}
+	metrics.Read(samples)
+	if served == 0 {
+		served = 1
+	}
+	gc, user := samples[0].Value.Float64(), samples[1].Value.Float64()
+	fmt.Fprintf(os.Stderr, "benchproxy: %d requests; per request: GC %.2f µs, user %.2f µs (GC %.1f%% of GC+user); %d GC cycles; heap goal %d KiB\n",
+		served, gc/float64(served)*1e6, user/float64(served)*1e6, 100*gc/(gc+user),
+		samples[2].Value.Uint64(), samples[3].Value.Uint64()>>10)
 }

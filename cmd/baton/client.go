@@ -90,7 +90,12 @@ const switchSynopsis = `Usage: baton switch [--to blue|green] [flags]
 Moves traffic to the other colour (or to --to). baton health-checks the
 target, swaps, drains the requests in flight on the old colour, then stops
 its process. Each step is printed as it happens. Exits 0 when traffic moved,
-1 when the switch failed (the old colour keeps serving), 2 on misuse.`
+1 when the switch failed (the old colour keeps serving), 2 on misuse.
+
+With --watch, the old colour keeps running for that long after the swap and
+a judge compares the new one's answers with the thresholds; if it fails,
+traffic moves back to the old colour, the new one is stopped, and the switch
+exits 1 (see docs/canary.md).`
 
 func runSwitch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (

@@ -28,15 +28,23 @@ idle colour's port with the --run command of 'baton serve' (on baton's
 machine, or on the --ssh host), health-checks it, swaps, drains the old
 instance and stops it. Each step is printed as it happens.
 
+With --canary or --steps the new version first takes a share of the
+requests beside the old one; 'baton rollout' steps it up, promotes or aborts
+it, and a judge rolls it back on its own if it answers worse than the old one
+(see docs/canary.md). With --watch the old version keeps running for a while
+after the swap, and traffic moves back to it if the new one fails the judge.
+
 Exits 0 when the new version serves, 1 when the deploy failed (the old
 version keeps serving; the new instance was stopped and the last lines of its
-log are printed), 2 on misuse.
+log are printed) or was aborted or rolled back, 2 on misuse.
 
 Examples:
   baton deploy --artifact build/libs/app.jar --version 1.4.2
   baton deploy --artifact /srv/builds/app-1.4.2.jar --server-path --version 1.4.2
   curl -H "Authorization: Bearer $BATON_ADMIN_TOKEN" -H 'Content-Type: application/octet-stream' \
-       --data-binary @app.jar 'http://127.0.0.1:9900/v1/deploy?version=1.4.2&name=app.jar'`
+       --data-binary @app.jar 'http://127.0.0.1:9900/v1/deploy?version=1.4.2&name=app.jar'
+  baton deploy --artifact app.jar --version 1.4.2 --canary 10 --sticky --canary-header 'X-Canary: 1'
+  baton deploy --artifact app.jar --version 1.4.2 --steps 10,25,50,100 --step-interval 2m --watch 5m`
 
 var unsafeNameChars = regexp.MustCompile(`[^A-Za-z0-9._+-]`)
 
@@ -55,6 +63,8 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.BoolVar(&serverPath, "server-path", false, "--artifact is a path on baton's machine: read it there instead of uploading it")
 	fs.StringVar(&sum, "sha256", "", "the artifact's expected sha256 (`hex`); baton refuses a different file")
 	fs.BoolVar(&asJSON, "json", false, "print the raw NDJSON progress lines")
+	var cn canaryFlags // --canary, --steps, --watch, ...: rollout.go
+	cn.register(fs)
 	cf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -69,6 +79,10 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if serverPath && (artifact == "" || isURL) {
 		return usageError(errors.New("--server-path needs --artifact with a path on baton's machine"))
 	}
+	endpoint, payload, extra, err := cn.request(admin.DeployRequest{Version: ver, Artifact: artifact, SHA256: sum})
+	if err != nil {
+		return err
+	}
 	c, err := cf.client()
 	if err != nil {
 		return err
@@ -79,10 +93,10 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if serverPath && !filepath.IsAbs(artifact) {
 			return usageError(fmt.Errorf("--artifact %q: with --server-path, give an absolute path", artifact))
 		}
-		body, _ := json.Marshal(admin.DeployRequest{Version: ver, Artifact: artifact, SHA256: sum})
-		resp, err = c.do(ctx, http.MethodPost, "/v1/deploy", strings.NewReader(string(body)))
+		body, _ := json.Marshal(payload)
+		resp, err = c.do(ctx, http.MethodPost, endpoint, strings.NewReader(string(body)))
 	} else {
-		resp, err = uploadDeploy(ctx, c, artifact, ver, sum, stdout, asJSON)
+		resp, err = uploadDeploy(ctx, c, endpoint, extra, artifact, ver, sum, stdout, asJSON)
 	}
 	if err != nil {
 		return err
@@ -91,9 +105,10 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return printStream(resp.Body, stdout, asJSON)
 }
 
-// uploadDeploy sends the file at path as the body of POST /v1/deploy, with
-// its sha256 so that baton can tell a truncated upload.
-func uploadDeploy(ctx context.Context, c *adminClient, path, ver, want string, stdout io.Writer, quiet bool) (*http.Response, error) {
+// uploadDeploy sends the file at path as the body of POST endpoint
+// (/v1/deploy or /v1/rollout), with its sha256 so that baton can tell a
+// truncated upload, and the extra fields in the query.
+func uploadDeploy(ctx context.Context, c *adminClient, endpoint string, extra url.Values, path, ver, want string, stdout io.Writer, quiet bool) (*http.Response, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("artifact: %w", err)
@@ -119,7 +134,12 @@ func uploadDeploy(ctx context.Context, c *adminClient, path, ver, want string, s
 	}
 	name := unsafeNameChars.ReplaceAllString(filepath.Base(path), "_")
 	q := url.Values{"version": {ver}, "name": {name}, "sha256": {sum}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/v1/deploy?"+q.Encode(), f)
+	for k, v := range extra {
+		if _, ok := q[k]; !ok {
+			q[k] = v
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+endpoint+"?"+q.Encode(), f)
 	if err != nil {
 		return nil, err
 	}

@@ -35,6 +35,8 @@ Commands:
   serve     run the proxy and the admin API
   deploy    ship a new version: start it on the idle colour, health check, switch, stop old
   switch    move traffic to the other colour (health check, swap, drain, stop old)
+  rollout   steer a canary (deploy --canary): --percent N, --promote, --abort
+  rollback  bring back the version that was live before the last deploy or switch
   status    show the live colour, each app's health and the last switches
   demo      run a self-contained demo: two app versions, switches under load
   upgrade   replace the running baton with the binary now at its path, dropping nothing
@@ -68,6 +70,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runDeploy(ctx, rest, stdout, stderr)
 	case "switch":
 		err = runSwitch(ctx, rest, stdout, stderr)
+	case "rollout":
+		err = runRollout(ctx, rest, stdout, stderr)
+	case "rollback":
+		err = runRollback(ctx, rest, stdout, stderr)
 	case "upgrade":
 		err = runUpgrade(ctx, rest, stdout, stderr)
 	case "status":

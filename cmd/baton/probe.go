@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -175,6 +176,16 @@ func switchMarks(ctx context.Context, c *adminClient, from, to time.Time) ([]pro
 		label := fmt.Sprintf("%s %s→%s", d.Kind, d.From, d.To)
 		if d.Version != "" {
 			label += " " + d.Version
+		}
+		// A canary's or a watch's decision, so that the plot says why the
+		// new version stopped answering.
+		switch {
+		case strings.Contains(d.Error, ": rolled back: "):
+			label += ": rolled back"
+		case strings.Contains(d.Error, ": aborted: "):
+			label += ": aborted"
+		case d.OK && d.Kind == "rollout":
+			label += ": promoted"
 		}
 		marks = append(marks, probe.Mark{Start: d.Started, End: end, Label: label, Failed: !d.OK})
 	}

@@ -36,27 +36,28 @@ Environment:
 
 // serveConfig holds everything 'baton serve' is told on its command line.
 type serveConfig struct {
-	HTTPAddr       string
-	Blue, Green    string
-	AdminAddr      string
-	StateDir       string
-	TokenFile      string
-	HealthPath     string
-	HealthPasses   int
-	HealthInterval time.Duration
-	HealthDeadline time.Duration
-	HealthTimeout  time.Duration
-	DrainTimeout   time.Duration
-	StopTimeout    time.Duration
-	NoStop         bool
-	RetryTimeout   time.Duration
-	ShutdownGrace  time.Duration
-	LogFormat      string
-	LogLevel       string
-	Edge           edgeConfig    // TLS, limits, client IPs: serve_edge.go
-	Observe        observeConfig // metrics listener, access log: serve_observe.go
-	Launch         launchConfig  // deploys: --run, --ssh: serve_launch.go
-	Upgrade        upgradeConfig // baton's own upgrade: serve_upgrade.go
+	HTTPAddr        string
+	Blue, Green     string
+	AdminAddr       string
+	StateDir        string
+	TokenFile       string
+	HealthPath      string
+	HealthPasses    int
+	HealthInterval  time.Duration
+	HealthDeadline  time.Duration
+	HealthTimeout   time.Duration
+	DrainTimeout    time.Duration
+	StopTimeout     time.Duration
+	NoStop          bool
+	RetryTimeout    time.Duration
+	UpstreamTimeout time.Duration
+	ShutdownGrace   time.Duration
+	LogFormat       string
+	LogLevel        string
+	Edge            edgeConfig    // TLS, limits, client IPs: serve_edge.go
+	Observe         observeConfig // metrics listener, access log: serve_observe.go
+	Launch          launchConfig  // deploys: --run, --ssh: serve_launch.go
+	Upgrade         upgradeConfig // baton's own upgrade: serve_upgrade.go
 }
 
 func (c *serveConfig) flags(fs *pflag.FlagSet) {
@@ -76,6 +77,7 @@ func (c *serveConfig) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.StopTimeout, "stop-timeout", switcher.DefaultStopTimeout, "time between SIGTERM and SIGKILL of the old app")
 	fs.BoolVar(&c.NoStop, "no-stop", false, "leave the old app running after the drain")
 	fs.DurationVar(&c.RetryTimeout, "retry-timeout", proxy.DefaultRetryTimeout, "how long to retry a request that reached no app (connection refused) before a 502; negative disables")
+	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", 0, "answer 504 if the app has not sent its response headers this long after a request was sent to it (0: wait as long as the client does); response bodies are not bounded")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long to let requests in flight finish")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: debug, info, warn or error")
@@ -105,6 +107,9 @@ func (c *serveConfig) validate() error {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s %s: want a positive duration", name, d))
 		}
+	}
+	if c.UpstreamTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--upstream-timeout %s: want 0 (off) or a positive duration", c.UpstreamTimeout))
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
@@ -160,11 +165,17 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	if err != nil {
 		return err
 	}
-	h := proxy.NewHandler(proxy.Options{Logger: logger, RetryTimeout: cfg.RetryTimeout, TrustedProxies: cfg.Edge.trusted, Observer: obs.proxyObserver()})
+	tally := newTallyObserver(obs.proxyObserver()) // for the judge of a canary or watch: rollout.go
+	traffic := newTrafficCounts(tally)
+	h := proxy.NewHandler(proxy.Options{Logger: logger, RetryTimeout: cfg.RetryTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
+		TrustedProxies: cfg.Edge.trusted, Observer: traffic})
 	rt, err := newRouter(h, cfg.Blue, cfg.Green)
 	if err != nil {
 		return err
 	}
+	rt.traffic = traffic
+	traffic.ups = rt.ups
+	tally.ups = rt.ups
 	obs.track(rt)
 	sw, err := switcher.New(ctx, switcher.Config{
 		Addrs:          [2]string{cfg.Blue, cfg.Green},
@@ -179,6 +190,7 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	if err != nil {
 		return err
 	}
+	sw.SetTally(tally.tally)
 	closeLauncher, err := cfg.Launch.attach(sw, store.Dir(), logger)
 	if err != nil {
 		return err
@@ -276,10 +288,12 @@ func serveOn(s *http.Server, ln net.Listener, name string) error {
 	return nil
 }
 
-// router adapts a proxy.Handler and its two upstreams to switcher.Router.
+// router adapts a proxy.Handler and its two upstreams to switcher.Router
+// (and switcher.TrafficCounter, when traffic is set).
 type router struct {
-	h   *proxy.Handler
-	ups [2]*proxy.Upstream
+	h       *proxy.Handler
+	ups     [2]*proxy.Upstream
+	traffic *trafficCounts
 }
 
 func newRouter(h *proxy.Handler, blue, green string) (*router, error) {
@@ -298,7 +312,20 @@ func newRouter(h *proxy.Handler, blue, green string) (*router, error) {
 	return r, nil
 }
 
-func (r *router) Route(c switcher.Color)          { r.h.Route(r.ups[c]) }
+func (r *router) Route(c switcher.Color) {
+	if r.traffic != nil {
+		r.traffic.reset(c)
+	}
+	r.h.Route(r.ups[c])
+}
+
+func (r *router) Traffic(c switcher.Color) switcher.Traffic {
+	if r.traffic == nil {
+		return switcher.Traffic{}
+	}
+	return r.traffic.traffic(c)
+}
+
 func (r *router) InFlight(c switcher.Color) int64 { return r.ups[c].InFlight() }
 func (r *router) CloseIdle(c switcher.Color)      { r.ups[c].CloseIdleConnections() }
 

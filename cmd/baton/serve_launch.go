@@ -123,7 +123,7 @@ type launchAdapter struct{ l launcher.Launcher }
 
 func (a launchAdapter) Launch(ctx context.Context, s switcher.LaunchSpec) (switcher.Process, error) {
 	return a.l.Start(ctx, launcher.Spec{ID: s.ID, Color: s.Color.String(), Port: s.Port, Artifact: s.Artifact,
-		Version: s.Version, Progress: s.Progress})
+		Version: s.Version, Installed: s.Installed, Progress: s.Progress})
 }
 
 func (a launchAdapter) Adopt(rec state.Instance) (switcher.Process, error) { return a.l.Adopt(rec) }

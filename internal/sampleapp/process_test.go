@@ -183,6 +183,29 @@ func TestProcessSignal(t *testing.T) {
 		}
 	})
 
+	t.Run("ignore-term survives SIGTERM until SIGKILL", func(t *testing.T) {
+		p := startApp(t, bin, "--addr", "127.0.0.1:0", "--version", "stuck", "--ignore-term")
+		for range 2 {
+			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+		resp, err := http.Get("http://" + p.addr + "/")
+		if err != nil {
+			t.Fatalf("after two SIGTERMs the app does not answer: %v", err)
+		}
+		resp.Body.Close()
+		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-p.exited:
+		case <-time.After(5 * time.Second):
+			t.Fatal("still running after SIGKILL")
+		}
+	})
+
 	t.Run("graceful finishes requests in flight", func(t *testing.T) {
 		p := startApp(t, bin, "--addr", "127.0.0.1:0", "--version", "green", "--graceful")
 		res := slowGet(p.addr, "/slow?ms=500")

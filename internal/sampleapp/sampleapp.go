@@ -8,7 +8,10 @@
 // SIGTERM or SIGINT the way a default Spring Boot app does: the listener and
 // every connection are closed at once and requests in flight are dropped.
 // With --graceful it instead stops accepting, finishes what is in flight
-// (up to GracefulTimeout) and then exits.
+// (up to GracefulTimeout) and then exits. For fault-injection tests it can
+// also misbehave on purpose: ignore SIGTERM (--ignore-term), crash a while
+// after it starts listening (--crash-after), or pass its health checks
+// while failing every real request (--fail-requests).
 //
 // Every response carries the X-App-Version header so that a client can tell
 // which colour answered it. The routes are listed on Handler.
@@ -57,6 +60,11 @@ const (
 //	--startup-delay D        sleep D before listening (default 0)
 //	--graceful               drain on SIGTERM/SIGINT instead of dropping
 //	--fail-health-file PATH  /health answers 500 while PATH exists
+//	--fail-requests          every route but /health and /stats answers 500
+//	--fail-file PATH         the same, while PATH exists
+//	--ignore-term            ignore SIGTERM and SIGINT: only SIGKILL stops it
+//	--crash-after D          D after listening, drop every connection and
+//	                         exit with status 3, as a crash would
 //
 // Once listening it prints "sampleapp <version> listening on <addr> pid
 // <pid>" to stdout; logs go to stderr. On SIGTERM or SIGINT, Main returns
@@ -82,7 +90,17 @@ type config struct {
 	startupDelay   time.Duration
 	graceful       bool
 	failHealthFile string
+	failRequests   bool
+	failFile       string
+	ignoreTerm     bool
+	crashAfter     time.Duration
 }
+
+// crashExitCode is the exit status of --crash-after.
+const crashExitCode = 3
+
+// errCrash is what serve returns when --crash-after fires.
+var errCrash = errors.New("crash (--crash-after)")
 
 // errFlagParse marks an error that the flag package has already reported
 // on stderr.
@@ -101,6 +119,10 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (co
 	fs.DurationVar(&c.startupDelay, "startup-delay", 0, "sleep this long before listening, to imitate a slow start")
 	fs.BoolVar(&c.graceful, "graceful", false, "on SIGTERM/SIGINT finish requests in flight (up to 30s) instead of dropping them")
 	fs.StringVar(&c.failHealthFile, "fail-health-file", "", "GET /health answers 500 while this `file` exists (empty: never)")
+	fs.BoolVar(&c.failRequests, "fail-requests", false, "answer 500 to every request but GET /health and /stats: healthy to a probe, broken to users")
+	fs.StringVar(&c.failFile, "fail-file", "", "like --fail-requests, but only while this `file` exists (empty: never)")
+	fs.BoolVar(&c.ignoreTerm, "ignore-term", false, "ignore SIGTERM and SIGINT, as a hung process does: only SIGKILL stops it")
+	fs.DurationVar(&c.crashAfter, "crash-after", 0, "this long after listening, drop every connection and exit with status 3 (0: never)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err
@@ -137,6 +159,12 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (co
 	if c.startupDelay < 0 {
 		errs = append(errs, fmt.Errorf("--startup-delay %v is negative", c.startupDelay))
 	}
+	if c.crashAfter < 0 {
+		errs = append(errs, fmt.Errorf("--crash-after %v is negative", c.crashAfter))
+	}
+	if c.ignoreTerm && c.graceful {
+		errs = append(errs, errors.New("--ignore-term and --graceful contradict each other"))
+	}
 	return c, errors.Join(errs...)
 }
 
@@ -155,7 +183,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return 2
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil)).With("version", c.version)
-	if err := serve(ctx, c, stdout, logger); err != nil {
+	if c.ignoreTerm {
+		// SIG_IGN, not a handler that does nothing: a second signal must
+		// not find the default action restored either.
+		signal.Ignore(syscall.SIGTERM, os.Interrupt)
+		ctx = context.WithoutCancel(ctx)
+		logger.Info("ignoring SIGTERM and SIGINT")
+	}
+	err = serve(ctx, c, stdout, logger)
+	if errors.Is(err, errCrash) {
+		fmt.Fprintf(stderr, "sampleapp: %v\n", err)
+		return crashExitCode
+	}
+	if err != nil {
 		fmt.Fprintf(stderr, "sampleapp: %v\n", err)
 		return 1
 	}
@@ -179,8 +219,15 @@ func serve(ctx context.Context, c config, stdout io.Writer, logger *slog.Logger)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.addr, err)
 	}
+	h := Handler(c.version, c.failHealthFile)
+	if c.failRequests {
+		h = failRequests(h, c.version)
+	}
+	if c.failFile != "" {
+		h = failWhileFileExists(h, c.version, c.failFile)
+	}
 	srv := &http.Server{
-		Handler:           Handler(c.version, c.failHealthFile),
+		Handler:           h,
 		ReadHeaderTimeout: ReadHeaderTimeout,
 		IdleTimeout:       IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -190,9 +237,17 @@ func serve(ctx context.Context, c config, stdout io.Writer, logger *slog.Logger)
 	fmt.Fprintf(stdout, "sampleapp %s listening on %s pid %d\n", c.version, ln.Addr(), os.Getpid())
 	logger.Info("listening", "addr", ln.Addr().String(), "graceful", c.graceful)
 
+	var crash <-chan time.Time
+	if c.crashAfter > 0 {
+		crash = time.After(c.crashAfter)
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve on %s: %w", ln.Addr(), err)
+	case <-crash:
+		logger.Info("crash_now")
+		_ = srv.Close()
+		return errCrash
 	case <-ctx.Done():
 	}
 	if !c.graceful {
@@ -210,4 +265,19 @@ func serve(ctx context.Context, c config, stdout io.Writer, logger *slog.Logger)
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// failRequests answers 500 to everything but the health check and /stats.
+func failRequests(h http.Handler, version string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" || r.URL.Path == "/stats" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		if r.Body != nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
+		}
+		w.Header().Set(VersionHeader, version)
+		writeText(w, http.StatusInternalServerError, "fail\n")
+	})
 }

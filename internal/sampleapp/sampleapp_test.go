@@ -229,3 +229,35 @@ func TestParseFlagsAddr(t *testing.T) {
 		}
 	}
 }
+
+func TestRunFailRequestsAndCrashAfter(t *testing.T) {
+	stdout, stderr := newListenWatcher(), &syncBuffer{}
+	code := make(chan int, 1)
+	done := make(chan struct{})
+	go func() {
+		code <- run(context.Background(), []string{"--addr", "127.0.0.1:0", "--version", "v5", "--fail-requests", "--crash-after", "500ms"}, stdout, stderr, noEnv)
+		close(done)
+	}()
+	addr := stdout.waitAddr(t, 5*time.Second, done)
+	for path, want := range map[string]int{"/health": 200, "/": 500, "/slow?ms=1": 500} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want || resp.Header.Get(VersionHeader) != "v5" {
+			t.Errorf("GET %s = %d (version %q); want %d from v5", path, resp.StatusCode, resp.Header.Get(VersionHeader), want)
+		}
+	}
+	select {
+	case c := <-code:
+		if c != crashExitCode {
+			t.Errorf("exit code %d; want %d", c, crashExitCode)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("--crash-after 500ms did not end run")
+	}
+	if _, err := http.Get("http://" + addr + "/health"); err == nil {
+		t.Error("the app still answers after its crash")
+	}
+}
