@@ -135,6 +135,12 @@ func runSwitch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // printStream prints an operation's NDJSON progress and returns an error if
 // its last line reports failure or the stream ends without a last line.
 func printStream(r io.Reader, stdout io.Writer, raw bool) error {
+	return followStream(r, stdout, raw, nil)
+}
+
+// followStream is printStream that also hands each line to onLine (if not
+// nil), e.g. to note when the swap happened.
+func followStream(r io.Reader, stdout io.Writer, raw bool, onLine func(admin.StreamLine)) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	var last *admin.StreamLine
@@ -145,6 +151,9 @@ func printStream(r io.Reader, stdout io.Writer, raw bool) error {
 		var l admin.StreamLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			return fmt.Errorf("admin API sent a line that is not JSON: %q", sc.Text())
+		}
+		if onLine != nil {
+			onLine(l)
 		}
 		if !raw {
 			dur := ""

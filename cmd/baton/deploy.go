@@ -65,6 +65,8 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.BoolVar(&asJSON, "json", false, "print the raw NDJSON progress lines")
 	var cn canaryFlags // --canary, --steps, --watch, ...: rollout.go
 	cn.register(fs)
+	var pf deployProbeFlags // --probe, --probe-plot, --max-failures: deploy_probe.go
+	pf.register(fs)
 	cf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -88,6 +90,12 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 
+	// The probe runs from before the request until after the deploy, so
+	// that it sees the whole hand-over from a user's side.
+	if err := pf.start(ctx); err != nil {
+		return err
+	}
+	defer pf.stop()
 	var resp *http.Response
 	if artifact == "" || isURL || serverPath {
 		if serverPath && !filepath.IsAbs(artifact) {
@@ -102,7 +110,8 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer resp.Body.Close()
-	return printStream(resp.Body, stdout, asJSON)
+	err = followStream(resp.Body, stdout, asJSON, pf.onLine)
+	return pf.finish(stdout, err)
 }
 
 // uploadDeploy sends the file at path as the body of POST endpoint
