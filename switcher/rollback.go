@@ -29,6 +29,10 @@ var ErrNothingToRollBack = errors.New("nothing to roll back to")
 func (s *Switcher) Rollback(ctx context.Context, emit func(Event)) (DeployResult, error) {
 	release, err := s.acquire()
 	if err != nil {
+		if s.rolloutStatus() != nil {
+			// The running canary or watch owns the way back.
+			err = fmt.Errorf("%w; to move all traffic back to the old version, run 'baton rollout --abort'", err)
+		}
 		return DeployResult{}, err
 	}
 	defer release()
