@@ -857,8 +857,16 @@ func TestFaultUpstreamTrouble(t *testing.T) {
 	if took := time.Since(start); took < 500*time.Millisecond || took > 3*time.Second {
 		t.Errorf("the 504 came after %s; want after the 500ms upstream timeout", took)
 	}
-	if log := b.proc.out.String(); !strings.Contains(log, "kind=timeout") || !strings.Contains(log, "upstream timeout of 500ms") {
-		t.Errorf("the timeout is not in baton's log:\n%s", log)
+	// The log reaches the test through a pipe, a moment after the answer.
+	logged := func() bool {
+		log := b.proc.out.String()
+		return strings.Contains(log, "kind=timeout") && strings.Contains(log, "upstream timeout of 500ms")
+	}
+	for deadline := time.Now().Add(2 * time.Second); !logged() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !logged() {
+		t.Errorf("the timeout is not in baton's log:\n%s", b.proc.out.String())
 	}
 
 	// An app that closes its keep-alive connections: with "Connection:
