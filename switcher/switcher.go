@@ -569,6 +569,9 @@ func (s *Switcher) waitHealthy(ctx context.Context, c Color, ev func(string, str
 			passes++
 			ev("health", fmt.Sprintf("try %d: ok (%d/%d passes)", tries, passes, s.cfg.HealthPasses), time.Since(t))
 			if passes >= s.cfg.HealthPasses {
+				// Status shows it healthy now, not after the monitor's
+				// next round.
+				s.setHealth(c, nil)
 				return nil
 			}
 		} else {

@@ -284,7 +284,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func printStatus(w io.Writer, st admin.StatusResponse, now time.Time) {
 	fmt.Fprintf(w, "live: %s   (baton %s)\n\n", st.Live, st.BatonVersion)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "COLOUR\tADDRESS\tLIVE\tIN FLIGHT\tHEALTH")
+	fmt.Fprintln(tw, "COLOUR\tADDRESS\tLIVE\tAPP\tIN FLIGHT\tHEALTH")
 	for _, u := range st.Upstreams {
 		live := ""
 		if u.Live {
@@ -298,7 +298,20 @@ func printStatus(w io.Writer, st admin.StatusResponse, now time.Time) {
 				h = "DOWN for " + now.Sub(u.Health.Since).Round(time.Second).String() + ": " + u.Health.Error
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", u.Color, u.Addr, live, u.InFlight, h)
+		app := "-" // an app baton did not launch
+		if in := u.Instance; in != nil {
+			app = in.AppVersion
+			if in.PID > 0 {
+				app += fmt.Sprintf(" pid %d", in.PID)
+			}
+			if in.Host != "" {
+				app += " on " + in.Host
+			}
+			if !in.Started.IsZero() {
+				app += ", up " + now.Sub(in.Started).Round(time.Second).String()
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", u.Color, u.Addr, live, app, u.InFlight, h)
 	}
 	tw.Flush()
 	for _, u := range st.Upstreams {
