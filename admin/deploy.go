@@ -96,41 +96,14 @@ func (s *Server) deploy(d Deployer) func(http.ResponseWriter, *http.Request) err
 		if err != nil {
 			return err
 		}
-		// Refuse before reading a large upload that could not be deployed.
-		if op := s.ctl.Status().Operation; op != nil {
-			return withStatus(http.StatusConflict, fmt.Errorf("%w: %s to %s started %s ago (step %s)", switcher.ErrBusy,
-				op.Kind, op.To, time.Since(op.Started).Round(time.Millisecond), op.Step))
-		}
-		var art artifact
-		switch {
-		case upload:
-			art, err = s.receive(w, r, req.Artifact)
-		case strings.HasPrefix(req.Artifact, "http://"), strings.HasPrefix(req.Artifact, "https://"):
-			art, err = s.download(r.Context(), req.Artifact)
-		case req.Artifact != "":
-			art, err = localArtifact(req.Artifact)
-		default:
-			art = artifact{cleanup: func() {}}
-		}
+		art, err := s.takeArtifact(w, r, upload, req.Artifact, req.SHA256)
 		if err != nil {
 			return err
 		}
 		defer art.cleanup()
-		if req.SHA256 != "" && !strings.EqualFold(req.SHA256, art.sum) {
-			return withStatus(http.StatusBadRequest, fmt.Errorf("artifact sha256 is %s; the request says %s", art.sum, req.SHA256))
-		}
 
 		st := newStream(w)
-		// The note goes out with the deploy's first event, so that a deploy
-		// refused at once still gets its 4xx status.
-		emit := func(e switcher.Event) {
-			if art.note != "" {
-				st.send(switcher.Event{Time: time.Now().UTC(), Step: "artifact", Message: art.note})
-				art.note = ""
-			}
-			st.send(e)
-		}
-		res, err := d.Deploy(r.Context(), switcher.DeployRequest{Version: req.Version, Artifact: art.path, SHA256: art.sum, Watch: watch}, emit)
+		res, err := d.Deploy(r.Context(), switcher.DeployRequest{Version: req.Version, Artifact: art.path, SHA256: art.sum, Watch: watch}, art.emitter(st))
 		if err != nil && !st.started {
 			return operationError(err)
 		}
@@ -139,8 +112,71 @@ func (s *Server) deploy(d Deployer) func(http.ResponseWriter, *http.Request) err
 	}
 }
 
-// deployLine is the last NDJSON line of a deploy or rollback: done with
-// okMsg, or failed with err.
+// takeArtifact gets the artifact a deploy or rollout names: the request
+// body if upload (name is then the file's name), a URL to download, or a
+// path on baton's machine; none if name is empty. If want is set, the
+// artifact's sha256 must match it. The caller calls the result's cleanup.
+func (s *Server) takeArtifact(w http.ResponseWriter, r *http.Request, upload bool, name, want string) (artifact, error) {
+	// Refuse before reading a large upload that could not be deployed.
+	if op := s.ctl.Status().Operation; op != nil {
+		return artifact{}, withStatus(http.StatusConflict, fmt.Errorf("%w: %s to %s started %s ago (step %s)", switcher.ErrBusy,
+			op.Kind, op.To, time.Since(op.Started).Round(time.Millisecond), op.Step))
+	}
+	var (
+		art artifact
+		err error
+	)
+	switch {
+	case upload:
+		art, err = s.receive(w, r, name)
+	case strings.HasPrefix(name, "http://"), strings.HasPrefix(name, "https://"):
+		art, err = s.download(r.Context(), name)
+	case name != "":
+		art, err = localArtifact(name)
+	default:
+		art = artifact{cleanup: func() {}}
+	}
+	if err != nil {
+		return artifact{}, err
+	}
+	if want != "" && !strings.EqualFold(want, art.sum) {
+		art.cleanup()
+		return artifact{}, withStatus(http.StatusBadRequest, fmt.Errorf("artifact sha256 is %s; the request says %s", art.sum, want))
+	}
+	return art, nil
+}
+
+// emitter returns an emit function for an operation on a: it sends each
+// event to st, the first one preceded by a's note. The note goes out with
+// the operation's first event, so that an operation refused at once still
+// gets its 4xx status.
+func (a *artifact) emitter(st *stream) func(switcher.Event) {
+	return func(e switcher.Event) {
+		if a.note != "" {
+			st.send(switcher.Event{Time: time.Now().UTC(), Step: "artifact", Message: a.note})
+			a.note = ""
+		}
+		st.send(e)
+	}
+}
+
+// uploadName checks the file name of an upload, "artifact" if name is
+// empty, and that this baton takes uploads. It returns the name to use.
+func (s *Server) uploadName(name string) (string, error) {
+	if name == "" {
+		name = "artifact"
+	}
+	if !artifactNameRE.MatchString(name) {
+		return name, withStatus(http.StatusBadRequest, fmt.Errorf("name %q: want a plain file name (letters, digits, . _ + -)", name))
+	}
+	if s.cfg.Deploy.UploadDir == "" {
+		return name, withStatus(http.StatusBadRequest, errors.New("this baton takes no uploads; give a path or URL"))
+	}
+	return name, nil
+}
+
+// deployLine is the last NDJSON line of a deploy, rollout or rollback:
+// done with okMsg, or failed with err.
 func deployLine(res switcher.DeployResult, sum string, err error, okMsg string) StreamLine {
 	ok := err == nil
 	last := StreamLine{Event: switcher.Event{Time: time.Now().UTC(), Step: "done", Message: okMsg}, OK: &ok}
@@ -168,16 +204,8 @@ func (s *Server) parseDeploy(w http.ResponseWriter, r *http.Request) (req Deploy
 		if req.WatchRequest, err = watchFromQuery(q); err != nil {
 			return req, true, err
 		}
-		if req.Artifact == "" {
-			req.Artifact = "artifact"
-		}
-		if !artifactNameRE.MatchString(req.Artifact) {
-			return req, true, withStatus(http.StatusBadRequest, fmt.Errorf("name %q: want a plain file name (letters, digits, . _ + -)", req.Artifact))
-		}
-		if s.cfg.Deploy.UploadDir == "" {
-			return req, true, withStatus(http.StatusBadRequest, errors.New("this baton takes no uploads; give a path or URL"))
-		}
-		return req, true, nil
+		req.Artifact, err = s.uploadName(req.Artifact)
+		return req, true, err
 	case "application/json", "":
 		if err := decodeBody(w, r, &req); err != nil {
 			return req, false, err

@@ -278,14 +278,8 @@ func (s *Server) rollout(rl Roller) func(http.ResponseWriter, *http.Request) err
 			if body, err = rolloutFromQuery(r.URL.Query()); err != nil {
 				return err
 			}
-			if body.Artifact == "" {
-				body.Artifact = "artifact"
-			}
-			if !artifactNameRE.MatchString(body.Artifact) {
-				return withStatus(http.StatusBadRequest, fmt.Errorf("name %q: want a plain file name (letters, digits, . _ + -)", body.Artifact))
-			}
-			if s.cfg.Deploy.UploadDir == "" {
-				return withStatus(http.StatusBadRequest, errors.New("this baton takes no uploads; give a path or URL"))
+			if body.Artifact, err = s.uploadName(body.Artifact); err != nil {
+				return err
 			}
 		case "application/json", "":
 			if err := decodeBody(w, r, &body); err != nil {
@@ -305,56 +299,21 @@ func (s *Server) rollout(rl Roller) func(http.ResponseWriter, *http.Request) err
 		if err != nil {
 			return err
 		}
-		// Refuse before reading a large upload that could not be deployed.
-		if op := s.ctl.Status().Operation; op != nil {
-			return withStatus(http.StatusConflict, fmt.Errorf("%w: %s to %s started %s ago (step %s)", switcher.ErrBusy,
-				op.Kind, op.To, time.Since(op.Started).Round(time.Millisecond), op.Step))
-		}
-		var art artifact
-		switch a := body.Artifact; {
-		case upload:
-			art, err = s.receive(w, r, a)
-		case strings.HasPrefix(a, "http://"), strings.HasPrefix(a, "https://"):
-			art, err = s.download(r.Context(), a)
-		case a != "":
-			art, err = localArtifact(a)
-		default:
-			art = artifact{cleanup: func() {}}
-		}
+		art, err := s.takeArtifact(w, r, upload, body.Artifact, body.SHA256)
 		if err != nil {
 			return err
 		}
 		defer art.cleanup()
-		if body.SHA256 != "" && !strings.EqualFold(body.SHA256, art.sum) {
-			return withStatus(http.StatusBadRequest, fmt.Errorf("artifact sha256 is %s; the request says %s", art.sum, body.SHA256))
-		}
 		req.Artifact, req.SHA256 = art.path, art.sum
 
 		st := newStream(w)
-		emit := func(e switcher.Event) {
-			if art.note != "" {
-				st.send(switcher.Event{Time: time.Now().UTC(), Step: "artifact", Message: art.note})
-				art.note = ""
-			}
-			st.send(e)
-		}
-		res, err := rl.Rollout(r.Context(), req, emit)
+		res, err := rl.Rollout(r.Context(), req, art.emitter(st))
 		if err != nil && !st.started {
 			return operationError(err)
 		}
-		ok := err == nil
-		last := StreamLine{Event: switcher.Event{Time: time.Now().UTC(), Step: "done"}, OK: &ok}
-		last.Deploy = &DeployResult{
-			SwitchResult: switchResult(res.Result),
-			Version:      res.Version, Artifact: res.Instance.Artifact, SHA256: art.sum,
-			PID: res.Instance.PID, Host: res.Instance.Host, Log: res.Instance.Log, LogTail: res.LogTail,
-		}
+		last := deployLine(res, art.sum, err, fmt.Sprintf("rolled out %s to %s in %s", res.Version, res.To, res.Duration.Round(time.Millisecond)))
 		if err != nil {
-			last.Step = "failed"
-			last.Error = err.Error()
 			last.Message = "rollout failed"
-		} else {
-			last.Message = fmt.Sprintf("rolled out %s to %s in %s", res.Version, res.To, res.Duration.Round(time.Millisecond))
 		}
 		st.line(last)
 		return nil

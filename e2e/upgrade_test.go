@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/internal/loadgen"
+	"github.com/batonproxy/baton/internal/syncbuf"
 	"github.com/batonproxy/baton/launcher"
 )
 
@@ -260,7 +261,7 @@ func TestSystemdSocketActivation(t *testing.T) {
 		batonBin, "serve", "--http", b.http, "--admin", b.admin, "--blue", b.blue, "--green", b.green, "--state-dir", b.state)
 	cmd.ExtraFiles = files
 	cmd.Env = append(os.Environ(), "BATON_ADMIN_TOKEN="+b.token)
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,35 +1,17 @@
 package proxy
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/batonproxy/baton/internal/syncbuf"
 )
-
-// syncLog is a log sink safe for the handler's goroutines.
-type syncLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // An app that takes too long to answer gets a 504 at UpstreamTimeout, the
 // timeout is logged, the in-flight count comes back to zero, and a slow
@@ -58,7 +40,7 @@ func TestUpstreamTimeoutIs504(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncLog
+	var logs syncbuf.Buffer
 	h := NewHandler(Options{UpstreamTimeout: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	h.Route(u)
 	fe := frontend(t, h)

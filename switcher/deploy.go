@@ -223,36 +223,9 @@ func (s *Switcher) runDeploy(ctx context.Context, kind string, l Launcher, req D
 		s.cfg.Observer.DeployDone(res.Result, err)
 		return res, err
 	}
-	if err := s.clearIdle(ctx, to, ev); err != nil {
-		return fail(fmt.Errorf("%s %s to %s: %w; %s keeps serving", kind, req.Version, to, err, from))
-	}
-
-	t := time.Now()
-	proc, err := l.Launch(ctx, LaunchSpec{
-		ID: res.ID, Color: to, Port: portOf(s.cfg.Addrs[to]), Artifact: req.Artifact, Version: req.Version, Installed: installed,
-		Progress: func(msg string) { ev("install", msg, 0) },
-	})
+	proc, err := s.launchIdle(ctx, kind, l, req, installed, &res, ev)
 	if err != nil {
-		return fail(fmt.Errorf("%s %s to %s: %w: %w; %s keeps serving", kind, req.Version, to, ErrLaunch, err, from))
-	}
-	res.Instance = proc.Record()
-	res.Instance.Addr = s.cfg.Addrs[to]
-	s.markLaunched(res.Instance)
-	ev("launch", fmt.Sprintf("started %s; log %s", proc, res.Instance.Log), time.Since(t))
-
-	if err := s.waitStarted(ctx, to, proc, ev); err != nil {
-		// Never leave a half-started instance behind, even if the caller
-		// went away.
-		sctx := context.WithoutCancel(ctx)
-		t := time.Now()
-		desc, serr := proc.Stop(sctx, syscall.SIGTERM, s.cfg.StopTimeout)
-		if serr != nil {
-			desc = "could not stop the new instance: " + serr.Error()
-			s.remember(to, proc) // so that the next deploy stops it first
-		}
-		ev("stop", desc, time.Since(t))
-		res.LogTail = s.logTail(sctx, proc, res.Instance.Log, ev)
-		return fail(fmt.Errorf("%s %s to %s: %w; %s keeps serving (log: %s)", kind, req.Version, to, err, from, res.Instance.Log))
+		return fail(err)
 	}
 
 	// Healthy: record the instance so that the persist step saves it with

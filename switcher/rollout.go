@@ -407,7 +407,7 @@ func (s *Switcher) Rollout(ctx context.Context, req RolloutRequest, emit func(Ev
 		obs.RolloutDone(result)
 		return res, err
 	}
-	proc, err := s.launchIdle(ctx, kind, l, req.DeployRequest, &res, ev)
+	proc, err := s.launchIdle(ctx, kind, l, req.DeployRequest, false, &res, ev)
 	if err != nil {
 		return finish("failed", err)
 	}
@@ -730,16 +730,17 @@ func (s *Switcher) Steer(cmd RolloutCommand) (RolloutStatus, error) {
 
 // launchIdle is a deploy's part before the swap: stop what baton left on
 // the idle colour, launch req there and wait until it is healthy, failing
-// at once if it exits. On failure the new instance is stopped, res carries
-// its log tail, and the error says why.
-func (s *Switcher) launchIdle(ctx context.Context, kind string, l Launcher, req DeployRequest, res *DeployResult, ev stepFunc) (Process, error) {
+// at once if it exits. installed says that req.Artifact is already
+// installed where the instance runs (a rollback). On failure the new
+// instance is stopped, res carries its log tail, and the error says why.
+func (s *Switcher) launchIdle(ctx context.Context, kind string, l Launcher, req DeployRequest, installed bool, res *DeployResult, ev stepFunc) (Process, error) {
 	from, to := res.From, res.To
 	if err := s.clearIdle(ctx, to, ev); err != nil {
 		return nil, fmt.Errorf("%s %s to %s: %w; %s keeps serving", kind, req.Version, to, err, from)
 	}
 	t := time.Now()
 	proc, err := l.Launch(ctx, LaunchSpec{
-		ID: res.ID, Color: to, Port: portOf(s.cfg.Addrs[to]), Artifact: req.Artifact, Version: req.Version,
+		ID: res.ID, Color: to, Port: portOf(s.cfg.Addrs[to]), Artifact: req.Artifact, Version: req.Version, Installed: installed,
 		Progress: func(msg string) { ev("install", msg, 0) },
 	})
 	if err != nil {

@@ -85,6 +85,42 @@ func (c *adminClient) send(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// readAnswer reads a JSON answer of at most limit bytes (all of it if limit
+// is 0). With raw it copies the answer to stdout as it is and reports
+// false; otherwise it decodes it into v and reports true. what names the
+// answer in errors.
+func readAnswer(r io.Reader, limit int64, stdout io.Writer, raw bool, v any, what string) (decoded bool, err error) {
+	if limit > 0 {
+		r = io.LimitReader(r, limit)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return false, fmt.Errorf("reading %s: %w", what, err)
+	}
+	if raw {
+		_, err := stdout.Write(b)
+		return false, err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("decoding %s: %w", what, err)
+	}
+	return true, nil
+}
+
+// fetchStatus reads GET /v1/status.
+func fetchStatus(ctx context.Context, c *adminClient) (admin.StatusResponse, error) {
+	var st admin.StatusResponse
+	resp, err := c.do(ctx, http.MethodGet, "/v1/status", nil)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&st); err != nil {
+		return st, fmt.Errorf("decoding status: %w", err)
+	}
+	return st, nil
+}
+
 const switchSynopsis = `Usage: baton switch [--to blue|green] [flags]
 
 Moves traffic to the other colour (or to --to). baton health-checks the
@@ -265,17 +301,9 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("reading status: %w", err)
-	}
-	if asJSON {
-		_, err := stdout.Write(b)
-		return err
-	}
 	var st admin.StatusResponse
-	if err := json.Unmarshal(b, &st); err != nil {
-		return fmt.Errorf("decoding status: %w", err)
+	if ok, err := readAnswer(resp.Body, 0, stdout, asJSON, &st, "status"); !ok {
+		return err
 	}
 	printStatus(stdout, st, time.Now())
 	return nil

@@ -8,14 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
-	"github.com/batonproxy/baton/admin"
 	"github.com/batonproxy/baton/probe"
 )
 
@@ -158,14 +156,9 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // switchMarks reads the switches and deploys that overlapped [from, to]
 // from the admin API's status history.
 func switchMarks(ctx context.Context, c *adminClient, from, to time.Time) ([]probe.Mark, error) {
-	resp, err := c.do(ctx, http.MethodGet, "/v1/status", nil)
+	st, err := fetchStatus(ctx, c)
 	if err != nil {
 		return nil, err
-	}
-	defer resp.Body.Close()
-	var st admin.StatusResponse
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&st); err != nil {
-		return nil, fmt.Errorf("decoding status: %w", err)
 	}
 	var marks []probe.Mark
 	for _, d := range st.History {

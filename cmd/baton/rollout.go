@@ -322,35 +322,13 @@ func runRollout(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("reading the answer: %w", err)
-	}
-	if asJSON {
-		_, err := stdout.Write(b)
-		return err
-	}
 	var sr admin.SteerResponse
-	if err := json.Unmarshal(b, &sr); err != nil {
-		return fmt.Errorf("decoding the answer: %w", err)
+	if ok, err := readAnswer(resp.Body, 1<<20, stdout, asJSON, &sr, "the answer"); !ok {
+		return err
 	}
 	fmt.Fprintln(stdout, sr.Message)
 	printRollout(stdout, &sr.Rollout, time.Now())
 	return nil
-}
-
-// fetchStatus reads GET /v1/status.
-func fetchStatus(ctx context.Context, c *adminClient) (admin.StatusResponse, error) {
-	var st admin.StatusResponse
-	resp, err := c.do(ctx, http.MethodGet, "/v1/status", nil)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&st); err != nil {
-		return st, fmt.Errorf("decoding status: %w", err)
-	}
-	return st, nil
 }
 
 // printRollout prints a rollout for humans, as part of status.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,7 +14,6 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,25 +21,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/batonproxy/baton/internal/sampleapp"
+	"github.com/batonproxy/baton/internal/syncbuf"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestServeObservability runs 'baton serve' with the access log, debug logs
 // and a --metrics listener, sends traffic and a switch carrying the admin
@@ -76,7 +57,7 @@ func testServeObservability(t *testing.T, format string) {
 		"--state-dir", t.TempDir(), "--no-stop", // the apps are in this process: never signal it
 		"--health-interval", "10ms", "--metrics", metricsAddr, "--access-log",
 		"--log-format", format, "--log-level", "debug"})
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	child := exec.Command(os.Args[0], "-test.run=^TestServeHelperProcess$")
 	child.Env = append(os.Environ(), "BATON_TEST_SERVE_ARGS="+string(args))
 	child.Stdout, child.Stderr = io.Discard, &logs
@@ -146,7 +127,7 @@ func testServeObservability(t *testing.T, format string) {
 		do("GET", "http://"+public+"/", "")
 		sent++
 	}
-	var cliOut lockedBuffer
+	var cliOut syncbuf.Buffer
 	if code := run(ctx, []string{"status", "--admin", adminURL}, &cliOut, &cliOut); code != exitOK {
 		t.Errorf("baton status: exit %d: %s", code, cliOut.String())
 	}

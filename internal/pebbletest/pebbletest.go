@@ -17,7 +17,6 @@
 package pebbletest
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -36,11 +35,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/batonproxy/baton/internal/syncbuf"
 )
 
 // SkipEnv is the environment variable that, set to 1, makes Start skip the
@@ -59,7 +59,7 @@ type Pebble struct {
 	APIRootPEM []byte
 
 	mgmtURL string
-	out     *syncBuffer
+	out     *syncbuf.Buffer
 }
 
 // Path returns the pebble binary: on $PATH, else in $GOPATH/bin (where go
@@ -98,7 +98,7 @@ func Start(t testing.TB, httpPort, tlsPort int) *Pebble {
 		APIRoots:     x509.NewCertPool(),
 		APIRootPEM:   rootPEM,
 		mgmtURL:      fmt.Sprintf("https://127.0.0.1:%d", ports[1]),
-		out:          &syncBuffer{},
+		out:          &syncbuf.Buffer{},
 	}
 	p.APIRoots.AppendCertsFromPEM(rootPEM)
 
@@ -285,21 +285,4 @@ func freePorts(t testing.TB, n int) []int {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/batonproxy/baton/internal/syncbuf"
 )
 
 // buildApp builds examples/app into a temporary directory and returns the
@@ -41,7 +43,7 @@ func buildApp(t *testing.T) string {
 type appProcess struct {
 	cmd     *exec.Cmd
 	addr    string
-	stderr  *syncBuffer
+	stderr  *syncbuf.Buffer
 	exited  chan struct{} // closed when the process has been waited for
 	waitErr error         // valid once exited is closed
 }
@@ -51,7 +53,7 @@ type appProcess struct {
 func startApp(t *testing.T, bin string, args ...string) *appProcess {
 	t.Helper()
 	stdout := newListenWatcher()
-	p := &appProcess{stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p := &appProcess{stderr: &syncbuf.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout = stdout
 	p.cmd.Stderr = p.stderr

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/batonproxy/baton/internal/syncbuf"
 )
 
 // listenWatcher is an io.Writer for the app's stdout that records what was
@@ -66,30 +68,12 @@ func (w *listenWatcher) waitAddr(t *testing.T, timeout time.Duration, stopped <-
 	return ""
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func noEnv(string) string { return "" }
 
 func TestRunServesUntilCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stdout, stderr := newListenWatcher(), &syncBuffer{}
+	stdout, stderr := newListenWatcher(), &syncbuf.Buffer{}
 	code := make(chan int, 1)
 	done := make(chan struct{})
 	go func() {
@@ -231,7 +215,7 @@ func TestParseFlagsAddr(t *testing.T) {
 }
 
 func TestRunFailRequestsAndCrashAfter(t *testing.T) {
-	stdout, stderr := newListenWatcher(), &syncBuffer{}
+	stdout, stderr := newListenWatcher(), &syncbuf.Buffer{}
 	code := make(chan int, 1)
 	done := make(chan struct{})
 	go func() {

@@ -9,7 +9,6 @@ package sshtest
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -28,6 +27,8 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/batonproxy/baton/internal/syncbuf"
 )
 
 // SSHD is where Debian installs the OpenSSH server.
@@ -102,7 +103,7 @@ LogLevel VERBOSE
 		writeFile(t, cfg, []byte(conf+"PerSourcePenalties no\n"))
 	}
 
-	var out syncBuffer
+	var out syncbuf.Buffer
 	cmd := exec.Command(SSHD, "-D", "-e", "-f", cfg)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -256,21 +257,4 @@ func writeFile(t testing.TB, path string, b []byte) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
