@@ -51,14 +51,19 @@ func TestGuardMaxBody(t *testing.T) {
 		size    int
 		chunked bool
 		want    int
-		toApp   bool
+		// toApp is whether the app must see the request: "yes", "no", or
+		// "maybe" where it depends on timing.
+		toApp string
 	}{
-		{"declared length at the limit", limit, false, 200, true},
-		{"declared length over the limit", limit + 1, false, 413, false},
-		{"chunked under the limit", limit - 1, true, 200, true},
-		{"chunked at the limit", limit, true, 200, true},
-		{"chunked over the limit", 64 * limit, true, 413, true},
-		{"empty", 0, false, 200, true},
+		{"declared length at the limit", limit, false, 200, "yes"},
+		{"declared length over the limit", limit + 1, false, 413, "no"},
+		{"chunked under the limit", limit - 1, true, 200, "yes"},
+		{"chunked at the limit", limit, true, 200, "yes"},
+		// The proxy streams a chunked body, so the app may or may not have
+		// started its handler when the limit cuts the request off: what
+		// matters is that the client gets the 413.
+		{"chunked over the limit", 64 * limit, true, 413, "maybe"},
+		{"empty", 0, false, 200, "yes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := appHits.Load()
@@ -82,8 +87,8 @@ func TestGuardMaxBody(t *testing.T) {
 			if tc.want == 413 && !strings.Contains(string(b), "413") {
 				t.Errorf("body = %q; want a 413 message", b)
 			}
-			if hit := appHits.Load() > before; hit != tc.toApp {
-				t.Errorf("request reached the app: %v; want %v", hit, tc.toApp)
+			if hit := appHits.Load() > before; tc.toApp != "maybe" && hit != (tc.toApp == "yes") {
+				t.Errorf("request reached the app: %v; want %s", hit, tc.toApp)
 			}
 		})
 	}
