@@ -686,6 +686,9 @@ func (s *Switcher) Monitor(ctx context.Context) {
 				return
 			}
 			s.cfg.Observer.HealthCheck(c, err, time.Since(t0))
+			if err != nil && s.wentDown(c) {
+				err = s.explainDown(ctx, c, err)
+			}
 			s.setHealth(c, err)
 		}
 		select {
@@ -694,6 +697,30 @@ func (s *Switcher) Monitor(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// wentDown reports whether c was healthy (or never checked) before a
+// failing check: the moment to look at why, once, rather than every second.
+func (s *Switcher) wentDown(c Color) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.health[c].checkedOK || s.health[c].Healthy
+}
+
+// explainDown adds to a failed health check of c whether the instance baton
+// launched or adopted there has exited (e.g. while baton itself was down),
+// so that status says so instead of only "connection refused".
+func (s *Switcher) explainDown(ctx context.Context, c Color, err error) error {
+	p := s.process(c)
+	if p == nil {
+		return err
+	}
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if alive, aerr := p.Alive(actx); aerr == nil && !alive {
+		return fmt.Errorf("%w; its instance (%s) has exited", err, p)
+	}
+	return err
 }
 
 func (s *Switcher) setHealth(c Color, err error) {
