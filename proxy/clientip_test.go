@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/netip"
+	"reflect"
 	"testing"
 )
 
@@ -77,5 +79,55 @@ func TestTrustedProxies(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSetForwardedMatchesSetXForwarded pins setForwarded, which sets the
+// forwarding headers with one allocation, to what the Rewrite did before it:
+// the client's X-Forwarded-For carried over, ProxyRequest.SetXForwarded, then
+// X-Real-Ip with Header.Set.
+func TestSetForwardedMatchesSetXForwarded(t *testing.T) {
+	for _, trusted := range [][]netip.Prefix{nil, {netip.MustParsePrefix("10.0.0.0/8")}} {
+		h := NewHandler(Options{TrustedProxies: trusted})
+		for _, peer := range []string{"198.51.100.1:5555", "10.1.1.1:5555", "[2001:db8::1]:5555", "not-an-address", ""} {
+			for _, xff := range [][]string{nil, {"203.0.113.7"}, {"6.6.6.6, 203.0.113.7", "10.2.2.2"}} {
+				for _, tls := range []bool{false, true} {
+					in := httptest.NewRequest(http.MethodGet, "http://shop.example.com/x", nil)
+					in.RemoteAddr = peer
+					if xff != nil {
+						in.Header["X-Forwarded-For"] = xff
+					}
+					in.Header.Set("X-Forwarded-Proto", "https")
+					in.Header.Set("X-Forwarded-Host", "lb.example.com")
+					in.Header.Set("X-Real-Ip", "6.6.6.6")
+					if !tls {
+						in.TLS = nil
+					} else if in.TLS == nil {
+						in.TLS = httptest.NewRequest(http.MethodGet, "https://shop.example.com/x", nil).TLS
+					}
+					// As ReverseProxy hands them to Rewrite.
+					outReq := func() *http.Request {
+						out := in.Clone(in.Context())
+						for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+							out.Header.Del(k)
+						}
+						return out
+					}
+					want := &httputil.ProxyRequest{In: in, Out: outReq()}
+					if v, ok := in.Header["X-Forwarded-For"]; ok {
+						want.Out.Header["X-Forwarded-For"] = v
+					}
+					want.SetXForwarded()
+					if ip := h.clientIP(want); ip != "" {
+						want.Out.Header.Set("X-Real-Ip", ip)
+					}
+					got := &httputil.ProxyRequest{In: in, Out: outReq()}
+					h.setForwarded(got)
+					if !reflect.DeepEqual(got.Out.Header, want.Out.Header) {
+						t.Errorf("trusted %v, peer %q, X-Forwarded-For %q, TLS %v:\ngot  %v\nwant %v", trusted, peer, xff, tls, got.Out.Header, want.Out.Header)
+					}
+				}
+			}
+		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -167,22 +168,45 @@ func (h *Handler) newReverseProxy(u *Upstream) *httputil.ReverseProxy {
 			// the app's address, and the app wants the public host name.
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = u.addr
-			// Append to the client's X-Forwarded-For as nginx's
-			// $proxy_add_x_forwarded_for does. X-Real-IP is the socket
-			// peer (or the client a trusted proxy forwarded for), the
-			// value an app can trust.
-			if xff, ok := pr.In.Header["X-Forwarded-For"]; ok {
-				pr.Out.Header["X-Forwarded-For"] = xff
-			}
-			pr.SetXForwarded()
-			if ip := h.clientIP(pr); ip != "" {
-				pr.Out.Header.Set("X-Real-Ip", ip)
-			}
+			h.setForwarded(pr)
 		},
 		Transport:    &retryTransport{h: h, u: u},
 		BufferPool:   &h.bufPool,
 		ErrorHandler: h.errorHandler(u),
 		ErrorLog:     slog.NewLogLogger(h.logger.Handler(), slog.LevelWarn),
+	}
+}
+
+// setForwarded sets the forwarding headers of pr.Out: exactly what
+// ProxyRequest.SetXForwarded sets, except that X-Forwarded-For appends to
+// the client's as nginx's $proxy_add_x_forwarded_for does, and then X-Real-Ip,
+// the socket peer (or the client a trusted proxy forwarded for), the value an
+// app can trust. SetXForwarded and Header.Set allocate a one-element slice per
+// header; here the four values share one array, which saves three
+// allocations per request. TestSetForwardedMatchesSetXForwarded pins the
+// result to SetXForwarded's.
+func (h *Handler) setForwarded(pr *httputil.ProxyRequest) {
+	out := pr.Out.Header
+	vals := make([]string, 4)
+	if host, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+		if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
+			host = strings.Join(prior, ", ") + ", " + host
+		}
+		vals[0] = host
+		out["X-Forwarded-For"] = vals[0:1:1]
+	} else {
+		delete(out, "X-Forwarded-For")
+	}
+	vals[1] = pr.In.Host
+	out["X-Forwarded-Host"] = vals[1:2:2]
+	vals[2] = "http"
+	if pr.In.TLS != nil {
+		vals[2] = "https"
+	}
+	out["X-Forwarded-Proto"] = vals[2:3:3]
+	if ip := h.clientIP(pr); ip != "" {
+		vals[3] = ip
+		out["X-Real-Ip"] = vals[3:4:4]
 	}
 }
 
