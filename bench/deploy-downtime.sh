@@ -44,7 +44,7 @@ NGINX_PORT=$((PORT_BASE + 180))
 BATON_PORT=$((PORT_BASE + 280))
 ADMIN_PORT=$((PORT_BASE + 290))
 
-log() { printf '%s\n' "$*" >&2; }
+. "$ROOT/bench/lib.sh" # log, wait_ok, to_ms, cpu_ticks, hwm_kb
 
 # --- tools ---------------------------------------------------------------
 need=()
@@ -76,14 +76,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_ok() { # URL: wait up to 10s for a 2xx
-	for _ in $(seq 200); do
-		curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-		sleep 0.05
-	done
-	log "no answer from $1"
-	return 1
-}
 
 # Refuse to start on a port that is taken: the probe would measure
 # whatever else listens there.

@@ -51,7 +51,7 @@ HAPROXY_PORT=$((PORT_BASE + 190))
 HAPROXY=${HAPROXY:-0}
 
 mkdir -p "$OUT"
-log() { printf '%s\n' "$*" >&2; }
+. "$ROOT/bench/lib.sh" # log, wait_ok, to_ms, cpu_ticks, hwm_kb
 
 # --- tools ---------------------------------------------------------------
 need=()
@@ -97,14 +97,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-wait_ok() { # URL
-	for _ in $(seq 200); do
-		curl -sf -o /dev/null "$1" && return 0
-		sleep 0.05
-	done
-	log "no 200 from $1"
-	return 1
-}
 
 "$OUT/app" --addr "127.0.0.1:$APP_PORT" --version v1 >"$OUT/app.log" 2>&1 &
 APP_PID=$!
@@ -234,21 +226,7 @@ EOF
 RES=$OUT/results.tsv # round, scenario, target index, value, errors
 : >"$RES"
 
-to_ms() { # wrk latency such as 812.00us, 1.23ms, 1.01s
-	awk -v v="$1" 'BEGIN {
-		if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
-		else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
-		else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v * 60000 }
-		else { sub(/s$/, "", v); printf "%.3f", v * 1000 } }'
-}
 
-cpu_ticks() { # pid and its children: utime+stime in clock ticks
-	local total=0 c
-	for c in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
-		total=$((total + $(awk '{ print $14 + $15 }' "/proc/$c/stat" 2>/dev/null || echo 0)))
-	done
-	echo "$total"
-}
 HZ=$(getconf CLK_TCK)
 
 run_wrk() { # scenario, target index, round
@@ -288,14 +266,6 @@ for r in $(seq "$ROUNDS"); do
 done
 log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-hwm_kb() { # pid and its children (nginx's workers), VmHWM summed
-	local pid=$1 total=0 kb c
-	for c in "$pid" $(ps -o pid= --ppid "$pid" 2>/dev/null); do
-		kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$c/status" 2>/dev/null || echo 0)
-		total=$((total + ${kb:-0}))
-	done
-	echo "$total"
-}
 
 median() { # scenario, target index
 	awk -F'\t' -v sc="$1" -v t="$2" '$2 == sc && $3 == t { print $4 }' "$RES" | sort -g |

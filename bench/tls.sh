@@ -67,7 +67,7 @@ IDLE_PORT=$((PORT_BASE + 81)) # green: nothing listens there
 NGINX_PORT=$((PORT_BASE + 181))
 
 mkdir -p "$OUT"
-log() { printf '%s\n' "$*" >&2; }
+. "$ROOT/bench/lib.sh" # log, wait_ok, to_ms, cpu_ticks, hwm_kb
 
 # --- tools ---------------------------------------------------------------
 need=()
@@ -116,14 +116,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-wait_ok() { # URL
-	for _ in $(seq 200); do
-		curl -sfk -o /dev/null "$1" && return 0
-		sleep 0.05
-	done
-	log "no 200 from $1"
-	return 1
-}
 
 "$OUT/app" --addr "127.0.0.1:$APP_PORT" --version v1 >"$OUT/tls-app.log" 2>&1 &
 APP_PID=$!
@@ -231,21 +223,7 @@ RES=$OUT/tls-results.tsv # round, proto, scenario, target index, req/s, p99 ms, 
 : >"$RES"
 : >"$OUT/tls-runs.log"
 
-to_ms() { # wrk latency such as 812.00us, 1.23ms, 1.01s
-	awk -v v="$1" 'BEGIN {
-		if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
-		else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
-		else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v * 60000 }
-		else { sub(/s$/, "", v); printf "%.3f", v * 1000 } }'
-}
 
-cpu_ticks() { # pid and its children: utime+stime in clock ticks
-	local total=0 c
-	for c in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
-		total=$((total + $(awk '{ print $14 + $15 }' "/proc/$c/stat" 2>/dev/null || echo 0)))
-	done
-	echo "$total"
-}
 HZ=$(getconf CLK_TCK)
 
 run_one() { # proto, scenario, target index, round
@@ -319,14 +297,6 @@ done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load average after: $LOAD_AFTER"
 
-hwm_kb() { # pid and its children (nginx's workers), VmHWM summed
-	local pid=$1 total=0 kb c
-	for c in "$pid" $(ps -o pid= --ppid "$pid" 2>/dev/null); do
-		kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$c/status" 2>/dev/null || echo 0)
-		total=$((total + ${kb:-0}))
-	done
-	echo "$total"
-}
 
 median() { # proto, scenario, target index, column (5 req/s, 6 p99)
 	awk -F'\t' -v p="$1" -v sc="$2" -v t="$3" -v c="$4" '$2 == p && $3 == sc && $4 == t { print $c }' "$RES" | sort -g |
