@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -18,6 +19,7 @@ func TestDeployWithProbe(t *testing.T) {
 	plot := filepath.Join(t.TempDir(), "timeline.svg")
 	out, code := b.cli("deploy", "--artifact", appBin, "--version", "v2",
 		"--probe", "http://"+b.http+"/", "--probe-rate", "200", "--probe-plot", plot)
+	stopInstancesOnCleanup(t, b)
 	if code != 0 {
 		t.Fatalf("deploy --probe exited %d:\n%s\nbaton log:\n%s", code, out, b.proc.out.String())
 	}
@@ -35,7 +37,25 @@ func TestDeployWithProbe(t *testing.T) {
 	// switch itself worked.
 	out, code = b.cli("deploy", "--artifact", appBin, "--version", "v3",
 		"--probe", "http://"+freeAddr(t)+"/", "--probe-rate", "50")
+	stopInstancesOnCleanup(t, b)
 	if code != 1 || !strings.Contains(out, "probe failed") {
 		t.Errorf("deploy with a failing probe exited %d; want 1 naming the probe:\n%s", code, out)
+	}
+}
+
+// stopInstancesOnCleanup kills, when the test ends, the app instances baton
+// reports now: deploys run through b.cli are not tracked by b.deploy, and
+// launched apps outlive baton by design.
+func stopInstancesOnCleanup(t *testing.T, b *baton) {
+	t.Helper()
+	st, err := b.status()
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	for _, u := range st.Upstreams {
+		if u.Instance != nil && u.Instance.PID > 0 {
+			pid := u.Instance.PID
+			t.Cleanup(func() { _ = syscall.Kill(-pid, syscall.SIGKILL) })
+		}
 	}
 }
