@@ -210,15 +210,7 @@ func TestCanaryPromoteAndAbortUnderLoad(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	rep := stopLoad()
 	t.Logf("load summary:\n%s", rep.Summary())
-	if f := rep.Failures(); len(f) > 0 {
-		for i, r := range f {
-			if i == 10 {
-				break
-			}
-			t.Errorf("failed: %+v", r)
-		}
-		t.Fatalf("%d of %d requests failed (by kind %v); want 0\nbaton log:\n%s", len(f), rep.Total(), rep.FailuresByKind(), b.proc.out.String())
-	}
+	failOnFailures(t, rep, "", b.proc.out.String())
 	if vs := strings.Join(rep.Versions(), " "); !strings.Contains(vs, "v1") || !strings.Contains(vs, "v2") || !strings.Contains(vs, "v3") {
 		t.Errorf("the load saw versions %q; want v1, v2 and v3", vs)
 	}

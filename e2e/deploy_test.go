@@ -122,15 +122,7 @@ func TestDeployUnderLoadLosesNothing(t *testing.T) {
 	if rep.Total() < deploys*50 {
 		t.Fatalf("only %d requests were sent; the load did not run", rep.Total())
 	}
-	if f := rep.Failures(); len(f) > 0 {
-		for i, r := range f {
-			if i == 10 {
-				break
-			}
-			t.Errorf("failed: %+v", r)
-		}
-		t.Fatalf("%d of %d requests failed (by kind %v); want 0\nbaton log:\n%s", len(f), rep.Total(), rep.FailuresByKind(), b.proc.out.String())
-	}
+	failOnFailures(t, rep, "", b.proc.out.String())
 
 	// Only the last instance runs, and baton records it.
 	for _, pid := range pids[:len(pids)-1] {

@@ -271,15 +271,7 @@ func TestSwitchUnderLoadLosesNothing(t *testing.T) {
 	if rep.Total() < switches*50 {
 		t.Fatalf("only %d requests were sent; the load did not run", rep.Total())
 	}
-	if f := rep.Failures(); len(f) > 0 {
-		for i, r := range f {
-			if i == 10 {
-				break
-			}
-			t.Errorf("failed: %+v", r)
-		}
-		t.Fatalf("%d of %d requests failed (by kind %v); want 0\nbaton log:\n%s", len(f), rep.Total(), rep.FailuresByKind(), b.proc.out.String())
-	}
+	failOnFailures(t, rep, "", b.proc.out.String())
 	kinds := map[string]int{}
 	for _, r := range rep.Results {
 		kinds[r.Kind]++
@@ -495,4 +487,21 @@ func TestReaction(t *testing.T) {
 	if react > 2*time.Second {
 		t.Errorf("baton took %s to route to a ready app", react)
 	}
+}
+
+// failOnFailures fails the test if the load saw any failed request,
+// listing the first ten and the baton log; what prefixes the message.
+func failOnFailures(t *testing.T, rep *loadgen.Report, what, batonLog string) {
+	t.Helper()
+	f := rep.Failures()
+	if len(f) == 0 {
+		return
+	}
+	for i, r := range f {
+		if i == 10 {
+			break
+		}
+		t.Errorf("failed: %+v", r)
+	}
+	t.Fatalf("%s%d of %d requests failed (by kind %v); want 0\nbaton log:\n%s", what, len(f), rep.Total(), rep.FailuresByKind(), batonLog)
 }

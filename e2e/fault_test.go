@@ -68,15 +68,7 @@ func noFailures(t *testing.T, b *baton, what string, rep *loadgen.Report) {
 	if rep.Total() < 30 {
 		t.Fatalf("%s: only %d requests were sent; the load did not run", what, rep.Total())
 	}
-	if f := rep.Failures(); len(f) > 0 {
-		for i, r := range f {
-			if i == 10 {
-				break
-			}
-			t.Errorf("failed: %+v", r)
-		}
-		t.Fatalf("%s: %d of %d requests failed (%v); want 0\nbaton log:\n%s", what, len(f), rep.Total(), rep.FailuresByKind(), b.proc.out.String())
-	}
+	failOnFailures(t, rep, what+": ", b.proc.out.String())
 }
 
 // instances returns the app instances that this baton's launcher started

@@ -166,16 +166,8 @@ func TestUpgradeUnderLoadLosesNothing(t *testing.T) {
 	stopLoad()
 	rep := <-reportc
 	t.Logf("load summary across %d upgrades:\n%s", rounds, rep.Summary())
-	if f := rep.Failures(); len(f) > 0 {
-		for i, r := range f {
-			if i == 10 {
-				break
-			}
-			t.Errorf("failed: %+v", r)
-		}
-		log, _ := os.ReadFile(logPath)
-		t.Fatalf("%d of %d requests failed across upgrades (%v)\nbaton log:\n%s", len(f), rep.Total(), rep.FailuresByKind(), log)
-	}
+	log, _ := os.ReadFile(logPath)
+	failOnFailures(t, rep, "across upgrades: ", string(log))
 	if rep.Total() < rounds*50 {
 		t.Fatalf("only %d requests were sent", rep.Total())
 	}

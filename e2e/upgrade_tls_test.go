@@ -20,22 +20,8 @@ import (
 func TestUpgradeKeepsTheCertificate(t *testing.T) {
 	const domain = "upgrade.baton.test"
 	b := newBaton(t)
-	// Pebble validates on baton's ports, so they are fixed first, and held
-	// while Pebble picks its own.
-	var ports []int
-	var held []net.Listener
-	for range 2 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-		held = append(held, l)
-	}
-	peb := pebbletest.Start(t, ports[0], ports[1])
-	for _, l := range held {
-		l.Close()
-	}
+	// Pebble validates on baton's ports, so they are fixed first.
+	peb, httpPort, tlsPort := pebbletest.StartForBaton(t)
 	rootFile := filepath.Join(t.TempDir(), "pebble-api-root.pem")
 	if err := os.WriteFile(rootFile, peb.APIRootPEM, 0o600); err != nil {
 		t.Fatal(err)
@@ -47,8 +33,8 @@ func TestUpgradeKeepsTheCertificate(t *testing.T) {
 	installed := filepath.Join(dir, "baton")
 	install(t, buildVersion(t, dir, "tls-a"), installed)
 	next := buildVersion(t, dir, "tls-b")
-	b.http = fmt.Sprintf("127.0.0.1:%d", ports[0])
-	httpsAddr := fmt.Sprintf("127.0.0.1:%d", ports[1])
+	b.http = fmt.Sprintf("127.0.0.1:%d", httpPort)
+	httpsAddr := fmt.Sprintf("127.0.0.1:%d", tlsPort)
 	_, logPath := upgradeBaton(t, b, installed, "--https", httpsAddr, "--domain", domain,
 		"--acme-ca", peb.DirectoryURL, "--acme-ca-root", rootFile, "--acme-email", "ops@baton.test")
 

@@ -680,23 +680,9 @@ func TestServeStreamsSurviveSwitch(t *testing.T) {
 func TestServeACMEWithPebble(t *testing.T) {
 	const domain = "shop.baton.test"
 	blue, green := newEdgeApp(t, "blue"), newEdgeApp(t, "green")
-	// Pebble must know baton's ports before baton knows Pebble's URL, so
-	// take two free ports for baton first, and hold them while Pebble picks
-	// its own.
-	var ports []int
-	var held []net.Listener
-	for range 2 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-		held = append(held, l)
-	}
-	peb := pebbletest.Start(t, ports[0], ports[1])
-	for _, l := range held {
-		l.Close()
-	}
+	// Pebble must know baton's ports before baton knows Pebble's URL.
+	peb, httpPort, tlsPort := pebbletest.StartForBaton(t)
+	ports := []int{httpPort, tlsPort}
 	rootFile := filepath.Join(t.TempDir(), "pebble-api-root.pem")
 	if err := os.WriteFile(rootFile, peb.APIRootPEM, 0o600); err != nil {
 		t.Fatal(err)

@@ -77,6 +77,28 @@ func Path() string {
 	return ""
 }
 
+// StartForBaton picks two free loopback ports for baton's HTTP and HTTPS
+// listeners, holds them while pebble picks its own, and starts pebble
+// validating on them. The ports are free again when it returns.
+func StartForBaton(t testing.TB) (p *Pebble, httpPort, tlsPort int) {
+	t.Helper()
+	var held []net.Listener
+	var ports []int
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	p = Start(t, ports[0], ports[1])
+	for _, l := range held {
+		l.Close()
+	}
+	return p, ports[0], ports[1]
+}
+
 // Start runs pebble for the rest of the test, validating challenges on
 // 127.0.0.1 at httpPort (HTTP-01) and tlsPort (TLS-ALPN-01). Its output is
 // logged if the test fails.
