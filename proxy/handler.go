@@ -62,6 +62,8 @@ type Options struct {
 type Observer interface {
 	// RequestDone is called once per proxied request with the upstream that
 	// served it, the status written (0 if none) and the request's duration.
+	// r is valid only during the call: the fast path (FastServer) reuses
+	// it, and fills in only Method, URL.Path, Host, Proto and RemoteAddr.
 	RequestDone(u *Upstream, r *http.Request, status int, d time.Duration)
 	// UpstreamError is called for each failed upstream round trip; kind is
 	// one of "dial", "reset", "timeout", "canceled", "other". retried tells

@@ -232,9 +232,8 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	// The drainer tracks every connection so that a stop or an upgrade
 	// can let clients leave cleanly instead of resetting keep-alives.
 	drainer := graceful.New()
-	for _, s := range append(pub.httpServers(), adm) {
-		drainer.Attach(s)
-	}
+	pub.attachDrainer(drainer)
+	drainer.Attach(adm)
 	for _, ln := range []net.Listener{pub.lns.HTTP, pub.lns.HTTPS, pub.lns.Admin} {
 		if ln != nil {
 			drainer.Listener(ln)
@@ -282,6 +281,7 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 		}()
 	}
 	wg.Wait()
+	pub.closeFast()
 	logger.Info("baton stopped")
 	return err
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/batonproxy/baton/edge"
+	"github.com/batonproxy/baton/graceful"
+	"github.com/batonproxy/baton/proxy"
 )
 
 // edgeConfig holds the flags of the public edge: TLS, protocol limits and
@@ -36,6 +38,7 @@ type edgeConfig struct {
 	MaxHeaderBytes    sizeFlag
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
+	FastPath          bool
 
 	trusted  []netip.Prefix // TrustedProxies, parsed by validate
 	certPoll time.Duration  // how often --tls-cert files are checked; 0 means edge.DefaultCertPollInterval
@@ -57,6 +60,7 @@ func (c *edgeConfig) flags(fs *pflag.FlagSet) {
 	fs.Var(&c.MaxHeaderBytes, "max-header-bytes", "refuse request headers larger than this `size` with 431")
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", edge.DefaultReadHeaderTimeout, "time a client has to send request headers (and finish TLS); stops slowloris")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", edge.DefaultIdleTimeout, "how long an idle keep-alive client connection is kept")
+	fs.BoolVar(&c.FastPath, "fast-path", true, "serve plain-HTTP requests with baton's own HTTP/1.1 loop, net/http taking only the unusual ones (false: net/http for all)")
 }
 
 func (c *edgeConfig) tlsOn() bool { return len(c.Domains) > 0 || c.TLSCert != "" || c.TLSKey != "" }
@@ -136,6 +140,7 @@ type publicEdge struct {
 type publicServer struct {
 	name string
 	srv  *http.Server
+	fast *proxy.FastServer // if set, serves ln and hands srv what it does not serve itself
 	ln   net.Listener
 	tls  bool
 }
@@ -143,7 +148,7 @@ type publicServer struct {
 // startEdge opens every listener of 'baton serve' and builds the public
 // servers around app (the proxy). Nothing is served until run.
 // listen, if not nil, opens (or takes over) each socket; see edge.ListenConfig.
-func startEdge(cfg serveConfig, app http.Handler, logger *slog.Logger, listen func(name, addr string) (net.Listener, error)) (*publicEdge, error) {
+func startEdge(cfg serveConfig, h *proxy.Handler, logger *slog.Logger, listen func(name, addr string) (net.Listener, error)) (*publicEdge, error) {
 	ec := cfg.Edge
 	lns, err := edge.Listen(edge.ListenConfig{HTTP: cfg.HTTPAddr, HTTPS: ec.httpsAddr(), Admin: cfg.AdminAddr, Listen: listen})
 	if err != nil {
@@ -155,7 +160,7 @@ func startEdge(cfg serveConfig, app http.Handler, logger *slog.Logger, listen fu
 	p := &publicEdge{lns: lns, certPoll: ec.certPoll}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	lim := edge.Limits{ReadHeaderTimeout: ec.ReadHeaderTimeout, IdleTimeout: ec.IdleTimeout, MaxHeaderBytes: int(ec.MaxHeaderBytes)}
-	app = edge.Guard(app, int64(ec.MaxBodySize))
+	app := edge.Guard(h, int64(ec.MaxBodySize))
 
 	var tlsConfig *tls.Config
 	httpHandler := app
@@ -191,9 +196,16 @@ func startEdge(cfg serveConfig, app http.Handler, logger *slog.Logger, listen fu
 	case !ec.HTTPOnly:
 		logger.Info("serving plain HTTP only; use --domain or --tls-cert for HTTPS, or --http-only to say this is intended")
 	}
-	p.servers = append(p.servers, publicServer{"public HTTP", edge.NewServer(httpHandler, nil, lim, logger), lns.HTTP, false})
+	plain := publicServer{name: "public HTTP", srv: edge.NewServer(httpHandler, nil, lim, logger), ln: lns.HTTP}
+	if ec.FastPath && tlsConfig == nil {
+		// Plain HTTP serves the app (with TLS on it only redirects and
+		// answers ACME challenges): baton's own loop takes the common
+		// requests, net/http the rest. See proxy.FastServer.
+		plain.fast = &proxy.FastServer{Handler: h, Fallback: plain.srv, MaxBodyBytes: int64(ec.MaxBodySize)}
+	}
+	p.servers = append(p.servers, plain)
 	if tlsConfig != nil {
-		p.servers = append(p.servers, publicServer{"public HTTPS", edge.NewServer(app, tlsConfig, lim, logger), lns.HTTPS, true})
+		p.servers = append(p.servers, publicServer{name: "public HTTPS", srv: edge.NewServer(app, tlsConfig, lim, logger), ln: lns.HTTPS, tls: true})
 	}
 	return p, nil
 }
@@ -206,9 +218,12 @@ func (p *publicEdge) run() error {
 	for _, s := range p.servers {
 		go func() {
 			var err error
-			if s.tls {
+			switch {
+			case s.tls:
 				err = s.srv.ServeTLS(s.ln, "", "")
-			} else {
+			case s.fast != nil:
+				err = s.fast.Serve(s.ln)
+			default:
 				err = s.srv.Serve(s.ln)
 			}
 			if err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -235,6 +250,27 @@ func (p *publicEdge) run() error {
 		}
 	}
 	return nil
+}
+
+// attachDrainer makes d track the public servers' connections, the fast
+// path's included, and answer with "Connection: close" while it drains.
+func (p *publicEdge) attachDrainer(d *graceful.Drainer) {
+	for _, s := range p.servers {
+		d.Attach(s.srv)
+		if s.fast != nil {
+			s.fast.Draining = d.Draining
+		}
+	}
+}
+
+// closeFast closes the connections the fast path still serves: after a
+// drain, those that outlived its deadline.
+func (p *publicEdge) closeFast() {
+	for _, s := range p.servers {
+		if s.fast != nil {
+			s.fast.Close()
+		}
+	}
 }
 
 // httpServers returns the public servers, for shutdown.
