@@ -26,7 +26,9 @@
 #                       a 'baton serve' (or bench/out/benchproxy) binary run as
 #                       its own proxy; default "baton:bench/out/baton". Use it
 #                       for before/after figures from one run, e.g.
-#                       "before:/tmp/baton-old after:bench/out/baton gogc400:bench/out/baton:GOGC=400"
+#                       "before:/tmp/baton-old after:bench/out/baton gogc400:bench/out/baton:GOGC=400";
+#                       FLAG=--x=y passes a flag instead, e.g.
+#                       "nethttp:bench/out/baton:FLAG=--fast-path=false"
 #   SCENARIOS           subset of "small big post p99" [all four]
 set -euo pipefail
 
@@ -198,13 +200,20 @@ for v in $BATON_VARIANTS; do
 	mkdir -p "$state"
 	envv=()
 	[ -n "${envs:-}" ] && IFS=, read -r -a envv <<<"$envs"
+	flags=() # FLAG=--x=y entries are flags for the binary, not environment
+	for e in "${!envv[@]}"; do
+		if [[ "${envv[$e]}" == FLAG=* ]]; then
+			flags+=("${envv[$e]#FLAG=}")
+			unset 'envv[e]'
+		fi
+	done
 	if [[ "$(basename "$bin")" == benchproxy* ]]; then
-		env "${envv[@]}" "$bin" --http "127.0.0.1:$port" --blue "127.0.0.1:$APP_PORT" \
+		env "${envv[@]}" "$bin" --http "127.0.0.1:$port" --blue "127.0.0.1:$APP_PORT" "${flags[@]}" \
 			>"$OUT/$name.log" 2>&1 &
 	else
 		env "${envv[@]}" "$bin" serve --http "127.0.0.1:$port" --blue "127.0.0.1:$APP_PORT" \
 			--green "127.0.0.1:$IDLE_PORT" --admin "127.0.0.1:$admin" --state-dir "$state" \
-			--no-stop --log-level warn >"$OUT/$name.log" 2>&1 &
+			--no-stop --log-level warn "${flags[@]}" >"$OUT/$name.log" 2>&1 &
 	fi
 	pid=$!
 	PIDS+=("$pid")

@@ -312,11 +312,8 @@ func (c *fastConn) serveRequest(headLen int) bool {
 		c.br.Discard(headLen)
 		return c.writeError(http.StatusServiceUnavailable, "503 Service Unavailable: no app is routed yet", true)
 	}
-	var start time.Time
-	if h.observer != nil {
-		start = time.Now()
-	}
-	status, keep := c.forward(&u, headLen)
+	start := time.Now()
+	status, keep := c.forward(&u, headLen, start)
 	u.release()
 	if h.observer != nil {
 		c.observe(u, status, time.Since(start))
@@ -328,7 +325,7 @@ func (c *fastConn) serveRequest(headLen int) bool {
 // whichever upstream is live by then, updating *u and its in-flight count)
 // and relays the answer. It returns the status sent to the client (0 if
 // none) and whether the client connection stays open.
-func (c *fastConn) forward(u **Upstream, headLen int) (status int, keep bool) {
+func (c *fastConn) forward(u **Upstream, headLen int, start time.Time) (status int, keep bool) {
 	h, rh := c.h, &c.rh
 	cl := rh.contentLength
 	// A body already in the buffer is sent with the head and consumed only
@@ -337,7 +334,6 @@ func (c *fastConn) forward(u **Upstream, headLen int) (status int, keep bool) {
 	inline := cl == 0 || int64(c.br.Buffered()-headLen) >= cl
 	replay := cl == 0 && replayableMethod(rh.method)
 	var (
-		start         = time.Now()
 		retryDeadline time.Time
 		backoff       = 5 * time.Millisecond
 		fresh         bool // the next attempt dials

@@ -28,15 +28,16 @@ func main() {
 		blue       = flag.String("blue", "127.0.0.1:18080", "app `host:port`")
 		cpuprofile = flag.String("cpuprofile", "", "write a CPU profile to `file` until SIGINT/SIGTERM")
 		memprofile = flag.String("memprofile", "", "write an allocation profile to `file` at exit")
+		fastPath   = flag.Bool("fast-path", true, "serve with proxy.FastServer, as 'baton serve' does on plain HTTP (false: net/http only)")
 	)
 	flag.Parse()
-	if err := run(*addr, *blue, *cpuprofile, *memprofile); err != nil {
+	if err := run(*addr, *blue, *cpuprofile, *memprofile, *fastPath); err != nil {
 		fmt.Fprintln(os.Stderr, "benchproxy:", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr, blue, cpuprofile, memprofile string) error {
+func run(addr, blue, cpuprofile, memprofile string, fastPath bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -69,11 +70,21 @@ func run(addr, blue, cpuprofile, memprofile string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	serve := srv.Serve
+	var fast *proxy.FastServer
+	if fastPath {
+		fast = &proxy.FastServer{Handler: h, Fallback: srv}
+		serve = fast.Serve
+	}
 	go func() {
 		<-ctx.Done()
+		ln.Close()
 		srv.Close()
+		if fast != nil {
+			fast.Close()
+		}
 	}()
-	if err := srv.Serve(ln); err != http.ErrServerClosed {
+	if err := serve(ln); err != http.ErrServerClosed {
 		return err
 	}
 	report(u.Served())
