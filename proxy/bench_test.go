@@ -54,9 +54,11 @@ func benchApp(b *testing.B) string {
 type mode int
 
 const (
-	direct   mode = iota // the app itself
-	handler              // a Handler routed to the app
-	observed             // the same with an Observer, as baton serve runs it
+	direct       mode = iota // the app itself
+	handler                  // a Handler routed to the app
+	observed                 // the same with an Observer, as baton serve runs it
+	fast                     // the Handler behind a FastServer, as baton serve runs plain HTTP
+	fastObserved             // the same with an Observer
 )
 
 // nopObserver is the cheapest Observer: what remains is the Handler's own
@@ -78,14 +80,25 @@ func benchTarget(b *testing.B, m mode) string {
 		b.Fatal(err)
 	}
 	var opts Options
-	if m == observed {
+	if m == observed || m == fastObserved {
 		opts.Observer = nopObserver{}
 	}
 	h := NewHandler(opts)
 	h.Route(u)
+	b.Cleanup(u.CloseIdleConnections)
+	if m == fast || m == fastObserved {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		fb := &http.Server{Handler: h}
+		fs := &FastServer{Handler: h, Fallback: fb}
+		go fs.Serve(ln)
+		b.Cleanup(func() { ln.Close(); fb.Close(); fs.Close() })
+		return ln.Addr().String()
+	}
 	fe := httptest.NewServer(h)
 	b.Cleanup(fe.Close)
-	b.Cleanup(u.CloseIdleConnections)
 	return fe.Listener.Addr().String()
 }
 
@@ -216,19 +229,22 @@ func BenchmarkSmallGET(b *testing.B) {
 	b.Run("direct", func(b *testing.B) { benchSerial(b, direct, "GET", "/", nil) })
 	b.Run("handler", func(b *testing.B) { benchSerial(b, handler, "GET", "/", nil) })
 	b.Run("observed", func(b *testing.B) { benchSerial(b, observed, "GET", "/", nil) })
+	b.Run("fast", func(b *testing.B) { benchSerial(b, fast, "GET", "/", nil) })
+	b.Run("fast-observed", func(b *testing.B) { benchSerial(b, fastObserved, "GET", "/", nil) })
 }
 
 func BenchmarkSmallGETParallel(b *testing.B) {
 	b.Run("direct", func(b *testing.B) { benchParallel(b, direct, "GET", "/", nil) })
 	b.Run("handler", func(b *testing.B) { benchParallel(b, handler, "GET", "/", nil) })
 	b.Run("observed", func(b *testing.B) { benchParallel(b, observed, "GET", "/", nil) })
+	b.Run("fast", func(b *testing.B) { benchParallel(b, fast, "GET", "/", nil) })
 }
 
 func BenchmarkBigGET(b *testing.B) {
 	for _, m := range []struct {
 		name string
 		m    mode
-	}{{"direct", direct}, {"handler", handler}} {
+	}{{"direct", direct}, {"handler", handler}, {"fast", fast}} {
 		b.Run(m.name, func(b *testing.B) {
 			b.SetBytes(int64(len(benchBig)))
 			benchSerial(b, m.m, "GET", "/big", nil)
@@ -240,7 +256,7 @@ func BenchmarkPOST(b *testing.B) {
 	for _, m := range []struct {
 		name string
 		m    mode
-	}{{"direct", direct}, {"handler", handler}} {
+	}{{"direct", direct}, {"handler", handler}, {"fast", fast}} {
 		b.Run(m.name, func(b *testing.B) {
 			b.SetBytes(int64(len(benchBig)))
 			benchSerial(b, m.m, "POST", "/echo", benchBig)
