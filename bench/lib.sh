@@ -35,3 +35,20 @@ hwm_kb() { # pid and its children (nginx's workers), VmHWM summed
 	done
 	echo "$total"
 }
+
+# variant_env ENVS: splits a BATON_VARIANTS entry's comma-separated
+# ENV=VAL list into envv (environment for the binary) and flags (the
+# FLAG=--x=y entries, as --x=y).
+variant_env() {
+	envv=()
+	flags=()
+	local all=() e
+	[ -n "${1:-}" ] && IFS=, read -r -a all <<<"$1"
+	for e in "${all[@]}"; do
+		if [[ "$e" == FLAG=* ]]; then
+			flags+=("${e#FLAG=}")
+		else
+			envv+=("$e")
+		fi
+	done
+}

@@ -198,15 +198,7 @@ for v in $BATON_VARIANTS; do
 	state=$OUT/state-$name
 	rm -rf "$state"
 	mkdir -p "$state"
-	envv=()
-	[ -n "${envs:-}" ] && IFS=, read -r -a envv <<<"$envs"
-	flags=() # FLAG=--x=y entries are flags for the binary, not environment
-	for e in "${!envv[@]}"; do
-		if [[ "${envv[$e]}" == FLAG=* ]]; then
-			flags+=("${envv[$e]#FLAG=}")
-			unset 'envv[e]'
-		fi
-	done
+	variant_env "${envs:-}" # sets envv and flags
 	if [[ "$(basename "$bin")" == benchproxy* ]]; then
 		env "${envv[@]}" "$bin" --http "127.0.0.1:$port" --blue "127.0.0.1:$APP_PORT" "${flags[@]}" \
 			>"$OUT/$name.log" 2>&1 &

@@ -40,7 +40,7 @@
 #                         does not reconnect then, so at 1000 nginx's HTTP/2
 #                         figures would count only 1000 requests per client.
 #                         baton has no such limit.
-#   BATON_VARIANTS        as in speed.sh: NAME:BINARY[:ENV=VAL,...] entries,
+#   BATON_VARIANTS        as in speed.sh: NAME:BINARY[:ENV=VAL,...] entries (FLAG=--x=y for a flag),
 #                         each a 'baton serve' binary; default "baton:bench/out/baton"
 set -euo pipefail
 
@@ -186,13 +186,12 @@ for v in $BATON_VARIANTS; do
 	state=$OUT/state-tls-$name
 	rm -rf "$state"
 	mkdir -p "$state"
-	envv=()
-	[ -n "${envs:-}" ] && IFS=, read -r -a envv <<<"$envs"
+	variant_env "${envs:-}" # sets envv and flags
 	env "${envv[@]}" "$bin" serve --http "127.0.0.1:$http" --https "127.0.0.1:$https" \
 		--tls-cert "$CERT" --tls-key "$CKEY" \
 		--blue "127.0.0.1:$APP_PORT" --green "127.0.0.1:$IDLE_PORT" \
 		--admin "127.0.0.1:$admin" --state-dir "$state" \
-		--no-stop --log-level warn >"$OUT/tls-$name.log" 2>&1 &
+		--no-stop --log-level warn "${flags[@]}" >"$OUT/tls-$name.log" 2>&1 &
 	pid=$!
 	PIDS+=("$pid")
 	wait_ok "https://127.0.0.1:$https/"

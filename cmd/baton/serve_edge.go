@@ -60,7 +60,7 @@ func (c *edgeConfig) flags(fs *pflag.FlagSet) {
 	fs.Var(&c.MaxHeaderBytes, "max-header-bytes", "refuse request headers larger than this `size` with 431")
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", edge.DefaultReadHeaderTimeout, "time a client has to send request headers (and finish TLS); stops slowloris")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", edge.DefaultIdleTimeout, "how long an idle keep-alive client connection is kept")
-	fs.BoolVar(&c.FastPath, "fast-path", true, "serve plain-HTTP requests with baton's own HTTP/1.1 loop, net/http taking only the unusual ones (false: net/http for all)")
+	fs.BoolVar(&c.FastPath, "fast-path", true, "serve HTTP/1.1 requests (plain and HTTPS) with baton's own loop, net/http taking only the unusual ones and HTTP/2 (false: net/http for all)")
 }
 
 func (c *edgeConfig) tlsOn() bool { return len(c.Domains) > 0 || c.TLSCert != "" || c.TLSKey != "" }
@@ -205,7 +205,14 @@ func startEdge(cfg serveConfig, h *proxy.Handler, logger *slog.Logger, listen fu
 	}
 	p.servers = append(p.servers, plain)
 	if tlsConfig != nil {
-		p.servers = append(p.servers, publicServer{name: "public HTTPS", srv: edge.NewServer(app, tlsConfig, lim, logger), ln: lns.HTTPS, tls: true})
+		secure := publicServer{name: "public HTTPS", srv: edge.NewServer(app, tlsConfig, lim, logger), ln: lns.HTTPS, tls: true}
+		if ec.FastPath {
+			// HTTPS/1.1 connections on the fast path too, after the
+			// handshake; HTTP/2 and ACME's TLS-ALPN challenges go to
+			// net/http.
+			secure.fast = &proxy.FastServer{Handler: h, Fallback: secure.srv, MaxBodyBytes: int64(ec.MaxBodySize), TLS: true}
+		}
+		p.servers = append(p.servers, secure)
 	}
 	return p, nil
 }
@@ -219,10 +226,10 @@ func (p *publicEdge) run() error {
 		go func() {
 			var err error
 			switch {
-			case s.tls:
-				err = s.srv.ServeTLS(s.ln, "", "")
 			case s.fast != nil:
 				err = s.fast.Serve(s.ln)
+			case s.tls:
+				err = s.srv.ServeTLS(s.ln, "", "")
 			default:
 				err = s.srv.Serve(s.ln)
 			}
