@@ -388,7 +388,7 @@ func (c *fastConn) forward(u **Upstream, headLen int, start time.Time) (status i
 	// once the answer is in, so that a retry can send it again. A longer
 	// one streams from its own goroutine once the head is out.
 	inline := cl == 0 || int64(c.br.Buffered()-headLen) >= cl
-	replay := cl == 0 && replayableMethod(rh.method)
+	replay := cl == 0 && (replayableMethod(rh.method) || c.hasIdempotencyKey())
 	var (
 		retryDeadline time.Time
 		backoff       = 5 * time.Millisecond
@@ -885,6 +885,17 @@ func requestPath(target []byte) string {
 		}
 	}
 	return s
+}
+
+// hasIdempotencyKey reports whether the request carries Idempotency-Key or
+// X-Idempotency-Key, which makes it replayable as in the transport's rule.
+func (c *fastConn) hasIdempotencyKey() bool {
+	for i := 0; i < c.rh.n; i++ {
+		if n := c.rh.fields[i].name; equalFold(n, "idempotency-key") || equalFold(n, "x-idempotency-key") {
+			return true
+		}
+	}
+	return false
 }
 
 func replayableMethod(m []byte) bool {
