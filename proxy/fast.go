@@ -48,8 +48,7 @@ import (
 //   - The request reaches the app as the client sent it: target and header
 //     names are not re-encoded or canonicalised (as with nginx).
 //   - A client that hangs up while the app is still working is noticed
-//     when the answer is written, not before; the app's request is not
-//     cancelled early.
+//     once its request has waited watchAfter for the answer, not at once.
 //   - No Content-Type is guessed for an answer without one, and no Date is
 //     added to an answer without one.
 type FastServer struct {
@@ -167,10 +166,10 @@ func (s *FastServer) newConn(nc net.Conn) *fastConn {
 		s:          s,
 		h:          s.Handler,
 		nc:         nc,
-		br:         bufio.NewReaderSize(nc, 4<<10),
 		bw:         bufio.NewWriterSize(nc, 4<<10),
 		remoteAddr: nc.RemoteAddr().String(),
 	}
+	c.br = bufio.NewReaderSize(clientReader{c}, 4<<10)
 	if host, _, err := net.SplitHostPort(c.remoteAddr); err == nil {
 		c.peer = host
 		if len(c.h.trusted) > 0 {
@@ -211,6 +210,14 @@ type fastConn struct {
 	rh      reqHead
 	resp    respHead
 	scratch []byte // a response head too large for the app connection's buffer
+
+	// Watching for the client leaving while the app is slow: see watch.
+	watchTimer *time.Timer
+	watchUp    atomic.Pointer[upConn] // the app connection to abort
+	watchDone  chan struct{}
+	clientGone atomic.Bool
+	hasByte    bool // the watch read a byte the client sent: byteBuf[0]
+	byteBuf    [1]byte
 
 	// Per request, captured before the head's bytes are discarded.
 	method, path, host string
@@ -342,7 +349,7 @@ func (c *fastConn) fast() bool {
 // Fallback. It reports whether Fallback took it.
 func (c *fastConn) handOff() bool {
 	c.setState(http.StateHijacked) // Fallback reports it afresh, as its own
-	hc := &handoffConn{Conn: c.nc, br: c.br, tls: c.tlsState}
+	hc := &handoffConn{Conn: c.nc, br: c.br, rest: clientReader{c}, tls: c.tlsState}
 	if c.s.readHeaderTimeout > 0 {
 		c.nc.SetReadDeadline(time.Time{}) // Fallback sets its own
 	}
@@ -451,8 +458,25 @@ func (c *fastConn) forward(u **Upstream, headLen int, start time.Time) (status i
 		if d := h.respTimeout; d > 0 {
 			uc.nc.SetReadDeadline(start.Add(d))
 		}
+		// Nothing more to read from the client for now (unless it
+		// pipelined): watch it while the app is slow.
+		watched := bodyDone == nil && c.br.Buffered() == headLen+int(cl)
+		if watched {
+			c.armWatch(uc)
+		}
 		var inBuf int
 		inBuf, err = c.readResponseHead(uc)
+		if watched && c.disarmWatch() {
+			// The client left: nobody is left to answer, and the app's
+			// connection has been cut so that the app stops too.
+			uc.nc.Close()
+			if h.observer != nil {
+				h.observer.UpstreamError(*u, "canceled", false)
+			}
+			h.logger.Debug("client canceled request", "upstream", (*u).name, "path", c.path)
+			c.br.Discard(headLen + int(cl))
+			return 0, false
+		}
 		if err != nil {
 			if bodyDone == nil && uc.reused && replay && uc.br.Buffered() == 0 && isConnClosed(err) {
 				// No answer byte on a pooled connection the app closed
@@ -502,6 +526,71 @@ func (c *fastConn) skipRequest(headLen int, inline bool) bool {
 	}
 	c.br.Discard(headLen + int(c.rh.contentLength))
 	return true
+}
+
+// watchAfter is how long a request waits for the app's answer before the
+// fast path starts watching its client for hanging up, as net/http's
+// server does from the start with a goroutine per request. Costing only a
+// timer reset per request, it lets a client that gave up on a slow answer
+// (a long poll, a timeout in the browser) cancel the app's work and stop
+// counting in flight, so that a drain does not wait for it.
+const watchAfter = 250 * time.Millisecond
+
+// armWatch starts the watch timer for a request waiting on uc.
+func (c *fastConn) armWatch(uc *upConn) {
+	c.watchUp.Store(uc)
+	if c.watchTimer == nil {
+		c.watchDone = make(chan struct{}, 1)
+		c.watchTimer = time.AfterFunc(watchAfter, c.watch)
+		return
+	}
+	c.watchTimer.Reset(watchAfter)
+}
+
+// watch runs once the timer fires: it blocks reading the client. EOF or an
+// error means the client is gone, and the app's connection is aborted; a
+// byte means the client sent more (a pipelined request), kept for the
+// reader. disarmWatch ends the read with a past deadline.
+func (c *fastConn) watch() {
+	defer func() { c.watchDone <- struct{}{} }()
+	n, err := c.nc.Read(c.byteBuf[:])
+	if n == 1 {
+		c.hasByte = true
+		return
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return // disarmed: the answer came
+	}
+	c.clientGone.Store(true)
+	if uc := c.watchUp.Load(); uc != nil {
+		uc.nc.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+// disarmWatch stops the watch and reports whether the client went away.
+func (c *fastConn) disarmWatch() bool {
+	if !c.watchTimer.Stop() {
+		// It fired: end its read, wait for it, and undo the deadline.
+		c.nc.SetReadDeadline(aLongTimeAgo)
+		<-c.watchDone
+		c.nc.SetReadDeadline(time.Time{})
+	}
+	c.watchUp.Store(nil)
+	return c.clientGone.Load()
+}
+
+// clientReader reads the client connection for c.br, starting with the
+// byte a watch read, if any.
+type clientReader struct{ c *fastConn }
+
+func (r clientReader) Read(p []byte) (int, error) {
+	if c := r.c; c.hasByte && len(p) > 0 {
+		c.hasByte = false
+		p[0] = c.byteBuf[0]
+		return 1, nil
+	}
+	return r.c.nc.Read(p)
 }
 
 // upstreamConn returns a pooled connection to u's app, or a new one.
@@ -946,8 +1035,9 @@ func (l *handoffListener) give(c net.Conn) bool {
 // fast path had read ahead.
 type handoffConn struct {
 	net.Conn
-	br  *bufio.Reader        // nil once drained
-	tls *tls.ConnectionState // of the TLS connection under it, if any
+	br   *bufio.Reader        // nil once drained
+	rest clientReader         // then a byte a watch kept, then Conn
+	tls  *tls.ConnectionState // of the TLS connection under it, if any
 }
 
 func (c *handoffConn) Read(p []byte) (int, error) {
@@ -957,7 +1047,7 @@ func (c *handoffConn) Read(p []byte) (int, error) {
 		}
 		c.br = nil
 	}
-	return c.Conn.Read(p)
+	return c.rest.Read(p)
 }
 
 // CloseWrite lets net/http half-close the connection before closing it, as

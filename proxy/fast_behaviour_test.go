@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -675,8 +676,9 @@ func TestFastBehaviourUpstreamTimeoutAfterEarlyHints(t *testing.T) {
 // fbObserver records what an Observer is told, copying the request's
 // fields at once (the fast path reuses its Request).
 type fbObserver struct {
-	mu   sync.Mutex
-	done []fbObserved
+	mu       sync.Mutex
+	done     []fbObserved
+	errKinds []string
 }
 
 type fbObserved struct {
@@ -691,7 +693,11 @@ func (o *fbObserver) RequestDone(u *Upstream, r *http.Request, status int, d tim
 	o.done = append(o.done, fbObserved{u, r.Method, r.URL.Path, r.Host, r.Proto, r.RemoteAddr, status})
 }
 
-func (o *fbObserver) UpstreamError(*Upstream, string, bool) {}
+func (o *fbObserver) UpstreamError(_ *Upstream, kind string, _ bool) {
+	o.mu.Lock()
+	o.errKinds = append(o.errKinds, kind)
+	o.mu.Unlock()
+}
 
 func (o *fbObserver) requests() []fbObserved {
 	o.mu.Lock()
@@ -849,4 +855,83 @@ func TestFastBehaviourReplayOnClosedPooledConnection(t *testing.T) {
 		t.Errorf("the app answered %d requests after the POST, want still 3", got)
 	}
 	fbServedFast(t, fs, 4)
+}
+
+// A client that hangs up while the app is still working cancels the app's
+// request (its connection to the app is cut, so a Go app's request context
+// ends) and stops counting in flight, as on the net/http path; the
+// Observer hears "canceled".
+func TestFastBehaviourClientHangsUp(t *testing.T) {
+	canceled := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			close(canceled)
+		case <-time.After(5 * time.Second):
+			io.WriteString(w, "too late")
+		}
+	}))
+	t.Cleanup(slow.Close)
+	u, err := NewUpstream("blue", slow.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := &fbObserver{}
+	h := NewHandler(Options{Observer: obs})
+	h.Route(u)
+	_, addr := fbServer(t, h, nil)
+
+	c, _ := fbDial(t, addr)
+	io.WriteString(c, fbGet("/long-poll"))
+	waitFor(t, func() bool { return u.InFlight() == 1 })
+	start := time.Now()
+	c.Close()
+	select {
+	case <-canceled:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the app's request was not canceled 3 s after its client hung up")
+	}
+	waitFor(t, func() bool { return u.InFlight() == 0 })
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("cancel took %s; want about %s", took, watchAfter)
+	}
+	waitFor(t, func() bool {
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		return slices.Contains(obs.errKinds, "canceled")
+	})
+}
+
+// A client that pipelines its next request while the first waits on a
+// slow app: the byte the hang-up watch reads is not lost.
+func TestFastBehaviourWatchKeepsPipelinedByte(t *testing.T) {
+	a := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(3 * watchAfter)
+		}
+		io.WriteString(w, r.Method+" "+r.URL.Path) // a lost first byte shows as method "ET"
+	}))
+	t.Cleanup(a.Close)
+	u, err := NewUpstream("blue", a.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(Options{})
+	h.Route(u)
+	fs, addr := fbServer(t, h, nil)
+	c, br := fbDial(t, addr)
+	io.WriteString(c, fbGet("/slow"))
+	time.Sleep(2 * watchAfter) // the watch is reading the client by now
+	io.WriteString(c, fbGet("/next"))
+	for _, want := range []string{"GET /slow", "GET /next"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(body) != want {
+			t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, body, want)
+		}
+	}
+	fbServedFast(t, fs, 2)
 }
