@@ -4,10 +4,18 @@
 //
 // The model: the live upstream sits behind an atomic.Pointer. A request loads
 // it, counts itself in flight on it, and is proxied by that upstream's own
-// httputil.ReverseProxy and http.Transport. A swap stores a new pointer; the
+// httputil.ReverseProxy and connection pool (transport.go), or by
+// FastServer's loop over the same pool. A swap stores a new pointer; the
 // next request goes to the new upstream, requests already in flight finish on
 // the old one, and the old one's in-flight count tells a drain when it is done.
 // Nothing on the request path takes a lock.
+//
+// FastServer (fast.go) serves the Handler on HTTP/1.1 connections with a
+// server loop of its own instead of net/http's server and ReverseProxy,
+// and hands what it does not serve to an http.Server around the same
+// Handler. It takes listeners and a tls.Config from the caller: opening
+// sockets and managing certificates stay outside this package (edge), but
+// the handshake is done here because the loop owns the connection.
 //
 // The package uses only the standard library.
 package proxy
