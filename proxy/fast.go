@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -75,6 +76,7 @@ type FastServer struct {
 
 	tlsConfig                      *tls.Config
 	readHeaderTimeout, idleTimeout time.Duration
+	maxHead                        int // longest request head served here
 	connState                      func(net.Conn, http.ConnState)
 	handoff                        *handoffListener
 
@@ -100,6 +102,10 @@ func (s *FastServer) Serve(ln net.Listener) error {
 	s.readHeaderTimeout = s.Fallback.ReadHeaderTimeout
 	s.idleTimeout = s.Fallback.IdleTimeout
 	s.connState = s.Fallback.ConnState
+	s.maxHead = maxFastHead
+	if m := s.Fallback.MaxHeaderBytes; m > 0 && m < s.maxHead {
+		s.maxHead = max(m, 4<<10) // net/http takes MaxHeaderBytes+4 KiB
+	}
 	s.handoff = &handoffListener{addr: ln.Addr(), ch: make(chan net.Conn), done: make(chan struct{})}
 	s.conns = map[*fastConn]struct{}{}
 	if s.TLS {
@@ -169,7 +175,8 @@ func (s *FastServer) newConn(nc net.Conn) *fastConn {
 		bw:         bufio.NewWriterSize(nc, 4<<10),
 		remoteAddr: nc.RemoteAddr().String(),
 	}
-	c.br = bufio.NewReaderSize(clientReader{c}, 4<<10)
+	c.src = clientReader{c}
+	c.br = bufio.NewReaderSize(c.src, 4<<10)
 	if host, _, err := net.SplitHostPort(c.remoteAddr); err == nil {
 		c.peer = host
 		if len(c.h.trusted) > 0 {
@@ -196,11 +203,12 @@ func (s *FastServer) forget(c *fastConn) {
 
 // fastConn is one client connection on the fast path.
 type fastConn struct {
-	s  *FastServer
-	h  *Handler
-	nc net.Conn
-	br *bufio.Reader
-	bw *bufio.Writer
+	s   *FastServer
+	h   *Handler
+	nc  net.Conn
+	src io.Reader // what br reads: clientReader, after a grow with the old buffer first
+	br  *bufio.Reader
+	bw  *bufio.Writer
 
 	tlsState    *tls.ConnectionState // nil on plain HTTP
 	remoteAddr  string
@@ -305,6 +313,19 @@ func (c *fastConn) handshake(tc *tls.Conn) (string, bool) {
 	return st.NegotiatedProtocol, true
 }
 
+// maxFastHead is the longest request head the fast path reads (a request
+// with a lot of cookies); longer ones go to net/http. A connection's buffer
+// starts at 4 KiB and grows to this only when a head needs it.
+const maxFastHead = 16 << 10
+
+// growReader replaces the connection's 4 KiB reader with one of maxHead
+// bytes that starts with what buffered holds.
+func (c *fastConn) growReader(buffered []byte) {
+	saved := bytes.Clone(buffered)
+	c.src = io.MultiReader(bytes.NewReader(saved), c.src)
+	c.br = bufio.NewReaderSize(c.src, c.s.maxHead)
+}
+
 // readHead waits until the buffer holds a complete request head and parses
 // it into c.rh. It returns errNotFast for a head the fast path leaves to
 // net/http, and the head's length otherwise.
@@ -319,7 +340,11 @@ func (c *fastConn) readHead() (int, error) {
 			return n, parseRequest(buf[:n], &c.rh)
 		}
 		if len(buf) == c.br.Size() {
-			return 0, errNotFast // net/http reads larger heads, up to MaxHeaderBytes
+			if c.br.Size() >= c.s.maxHead {
+				return 0, errNotFast // net/http reads larger heads, up to MaxHeaderBytes
+			}
+			c.growReader(buf)
+			continue
 		}
 		if !extended && c.s.readHeaderTimeout > 0 {
 			// The head has started: from now on it has ReadHeaderTimeout,
@@ -349,7 +374,7 @@ func (c *fastConn) fast() bool {
 // Fallback. It reports whether Fallback took it.
 func (c *fastConn) handOff() bool {
 	c.setState(http.StateHijacked) // Fallback reports it afresh, as its own
-	hc := &handoffConn{Conn: c.nc, br: c.br, rest: clientReader{c}, tls: c.tlsState}
+	hc := &handoffConn{Conn: c.nc, br: c.br, rest: c.src, tls: c.tlsState}
 	if c.s.readHeaderTimeout > 0 {
 		c.nc.SetReadDeadline(time.Time{}) // Fallback sets its own
 	}
@@ -1036,7 +1061,7 @@ func (l *handoffListener) give(c net.Conn) bool {
 type handoffConn struct {
 	net.Conn
 	br   *bufio.Reader        // nil once drained
-	rest clientReader         // then a byte a watch kept, then Conn
+	rest io.Reader            // then fastConn.src: a byte a watch kept, then Conn
 	tls  *tls.ConnectionState // of the TLS connection under it, if any
 }
 

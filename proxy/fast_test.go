@@ -225,7 +225,10 @@ func TestFastPathMatchesNetHTTP(t *testing.T) {
 		{"obs-fold", "GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n  2\r\n\r\n", "GET", 0, 1},
 		{"control byte in value", "GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\x012\r\n\r\n", "GET", 0, 1},
 		{"bare LF lines", "GET / HTTP/1.1\nHost: h\n\n", "GET", 0, 1},
-		{"head larger than the buffer", "GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + bigHeader + "\r\n\r\n", "GET", 0, 1},
+		{"head larger than the first buffer", "GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + bigHeader + "\r\n\r\n", "GET", 1, 0},
+		{"large head, then small ones, pipelined", "GET /1 HTTP/1.1\r\nHost: h\r\nCookie: " + bigHeader + "\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n" +
+			"POST /3 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc", "POST", 3, 0},
+		{"head over the fast path's 16 KiB, within net/http's limit", "GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + strings.Repeat("b", 18<<10) + "\r\n\r\n", "GET", 0, 1},
 		{"head over MaxHeaderBytes", "GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + strings.Repeat(bigHeader, 4) + "\r\n\r\n", "GET", 0, 1},
 		{"unknown version", "GET / HTTP/1.9\r\nHost: h\r\n\r\n", "GET", 0, 1},
 		{"bad escape in query", "GET /?a=%zz HTTP/1.1\r\nHost: h\r\n\r\n", "GET", 0, 1},
