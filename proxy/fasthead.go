@@ -227,11 +227,7 @@ func requestFieldKind(name []byte) uint8 {
 func connectionCloseOrKeepAlive(v []byte, close *bool) bool {
 	for len(v) > 0 {
 		var tok []byte
-		if i := bytes.IndexByte(v, ','); i >= 0 {
-			tok, v = trimOWS(v[:i]), v[i+1:]
-		} else {
-			tok, v = trimOWS(v), nil
-		}
+		tok, v = nextToken(v)
 		switch {
 		case len(tok) == 0:
 		case equalFold(tok, "close"):
@@ -242,6 +238,15 @@ func connectionCloseOrKeepAlive(v []byte, close *bool) bool {
 		}
 	}
 	return true
+}
+
+// nextToken splits the first element off a comma-separated field value,
+// without the blanks around it.
+func nextToken(v []byte) (tok, rest []byte) {
+	if i := bytes.IndexByte(v, ','); i >= 0 {
+		return trimOWS(v[:i]), v[i+1:]
+	}
+	return trimOWS(v), nil
 }
 
 // equalFold reports whether b equals the lower-case ASCII s, ignoring case.
@@ -440,11 +445,7 @@ func parseResponse(head []byte, rh *respHead) error {
 		case fConnection:
 			for v := value; len(v) > 0; {
 				var tok []byte
-				if i := bytes.IndexByte(v, ','); i >= 0 {
-					tok, v = trimOWS(v[:i]), v[i+1:]
-				} else {
-					tok, v = trimOWS(v), nil
-				}
+				tok, v = nextToken(v)
 				switch {
 				case equalFold(tok, "close"):
 					rh.close = true
