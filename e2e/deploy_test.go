@@ -355,3 +355,59 @@ func TestDeployOverSSH(t *testing.T) {
 		t.Errorf("v1 (pid %d) still runs after the deploy of v2", pids[0])
 	}
 }
+
+// TestRollbackOverSSH: 'baton rollback' starts the previous release again
+// on the remote host over SSH and switches back to it. With that release
+// gone from the host, the rollback fails like a failed start, and the
+// version that was serving keeps serving.
+func TestRollbackOverSSH(t *testing.T) {
+	srv := sshtest.Start(t)
+	remote := filepath.Join(t.TempDir(), "remote")
+	b := newBaton(t, "--run", appRun, "--ssh", srv.Target, "--ssh-key", srv.UserKeyFile,
+		"--known-hosts", srv.KnownHosts, "--ssh-dir", remote)
+	b.start()
+	pids := map[string]int{}
+	for _, v := range []string{"v1", "v2"} {
+		_, last, out, code := b.deploy("--artifact", appBin, "--version", v)
+		if code != 0 || last.Deploy == nil {
+			t.Fatalf("deploy %s over SSH exited %d:\n%s", v, code, out)
+		}
+		pids[v] = last.Deploy.PID
+		killGroup(t, last.Deploy.PID)
+	}
+
+	_, last, out, code := b.cliLines("rollback", "--json")
+	if code != 0 || last.Deploy == nil || last.Deploy.Version != "v1" || last.Deploy.Host != srv.Target {
+		t.Fatalf("rollback over SSH exited %d:\n%s\nbaton log:\n%s", code, out, b.proc.out.String())
+	}
+	killGroup(t, last.Deploy.PID)
+	if last.Deploy.PID == pids["v1"] {
+		t.Errorf("rollback reports v1's old pid %d; want the instance it started", pids["v1"])
+	}
+	if _, _, v := get(t, b.http, "/"); v != "v1" {
+		t.Fatalf("after the rollback served by %q; want v1", v)
+	}
+	if !gone(pids["v2"]) {
+		t.Errorf("v2 (pid %d) still runs after the rollback to v1", pids["v2"])
+	}
+
+	// Rolling back again would start v2; take its release off the host.
+	if err := os.RemoveAll(filepath.Join(remote, "releases", "v2")); err != nil {
+		t.Fatal(err)
+	}
+	_, _, out, code = b.cliLines("rollback", "--json")
+	if code == 0 {
+		t.Fatalf("rollback to a release missing on the remote host succeeded:\n%s", out)
+	}
+	if !strings.Contains(out, "releases/v2") || !strings.Contains(out, "keeps serving") {
+		t.Errorf("the failed rollback does not say which release failed and that the live colour keeps serving:\n%s", out)
+	}
+	for range 5 {
+		if c, _, v := get(t, b.http, "/"); c != 200 || v != "v1" {
+			t.Fatalf("after the failed rollback: %d from %q; want 200 from v1", c, v)
+		}
+	}
+	if h := lastHistory(t, mustStatus(t, b)); h.Kind != "rollback" || h.OK {
+		t.Errorf("last history entry %+v; want a failed rollback", h)
+	}
+}
