@@ -420,7 +420,7 @@ func (c *fastConn) forward(u **Upstream, headLen int, start time.Time) (status i
 	// once the answer is in, so that a retry can send it again. A longer
 	// one streams from its own goroutine once the head is out.
 	inline := cl == 0 || int64(c.br.Buffered()-headLen) >= cl
-	replay := cl == 0 && (replayableMethod(rh.method) || c.hasIdempotencyKey())
+	replay := cl == 0 && (idempotentMethod(string(rh.method)) || c.hasIdempotencyKey())
 	var (
 		retryDeadline time.Time
 		backoff       = 5 * time.Millisecond
@@ -917,9 +917,9 @@ func (c *fastConn) upstreamFailed(u *Upstream, err error, bodyOK bool) (int, boo
 	c.h.logger.Warn("upstream request failed", "upstream", u.name, "addr", u.addr,
 		"method", c.method, "path", c.path, "kind", kind, "err", err)
 	if kind == "timeout" {
-		return http.StatusGatewayTimeout, c.writeError(http.StatusGatewayTimeout, "504 Gateway Timeout: the app did not answer in time", !bodyOK)
+		return http.StatusGatewayTimeout, c.writeError(http.StatusGatewayTimeout, msgGatewayTimeout, !bodyOK)
 	}
-	return http.StatusBadGateway, c.writeError(http.StatusBadGateway, "502 Bad Gateway: the app is not answering", !bodyOK)
+	return http.StatusBadGateway, c.writeError(http.StatusBadGateway, msgBadGateway, !bodyOK)
 }
 
 // writeError answers with a plain-text error, as http.Error does, and
@@ -1008,14 +1008,6 @@ func (c *fastConn) hasIdempotencyKey() bool {
 		if n := c.rh.fields[i].name; equalFold(n, "idempotency-key") || equalFold(n, "x-idempotency-key") {
 			return true
 		}
-	}
-	return false
-}
-
-func replayableMethod(m []byte) bool {
-	switch string(m) {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		return true
 	}
 	return false
 }

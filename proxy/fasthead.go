@@ -54,7 +54,6 @@ type reqHead struct {
 	host           []byte
 	contentLength  int64
 	close          bool // the client sent "Connection: close"
-	xff            int  // number of X-Forwarded-For fields
 }
 
 // errNotFast is returned for a request the fast path leaves to net/http.
@@ -108,21 +107,12 @@ func parseRequest(head []byte, rh *reqHead) error {
 	}
 	hosts, lengths := 0, 0
 	for p := head[eol+2:]; len(p) > 2; {
-		eol := bytes.Index(p, crlf)
-		if eol < 0 {
-			return errNotFast
-		}
-		line := p[:eol]
-		p = p[eol+2:]
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || rh.n == maxFields {
-			return errNotFast
-		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
-		if !isToken(name) || !validFieldValue(value) {
+		var f field
+		var ok bool
+		if f, _, p, ok = nextField(p); !ok || rh.n == maxFields {
 			return errNotFast // includes a bare LF or CR, and obs-fold (a name starting with a blank)
 		}
-		f := field{name: name, value: value, kind: requestFieldKind(name)}
+		value := f.value
 		switch f.kind {
 		case fFallback, fTransferEncoding:
 			return errNotFast
@@ -143,8 +133,6 @@ func parseRequest(head []byte, rh *reqHead) error {
 			if !connectionCloseOrKeepAlive(value, &rh.close) {
 				return errNotFast // names other fields, or asks for an upgrade
 			}
-		case fXFF:
-			rh.xff++
 		}
 		rh.fields[rh.n] = f
 		rh.n++
@@ -155,8 +143,30 @@ func parseRequest(head []byte, rh *reqHead) error {
 	return nil
 }
 
-// requestFieldKind classifies a request field name, case-insensitively.
-func requestFieldKind(name []byte) uint8 {
+// nextField parses the header line at the start of p (which holds the
+// rest of a head) into a field and returns it with the line and what
+// follows it. ok is false for a line without CRLF, without a colon, with a
+// name that is not a token, or with control bytes in its value.
+func nextField(p []byte) (f field, line, rest []byte, ok bool) {
+	eol := bytes.Index(p, crlf)
+	if eol < 0 {
+		return field{}, p, nil, false
+	}
+	line, rest = p[:eol], p[eol+2:]
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 {
+		return field{}, line, rest, false
+	}
+	name, value := line[:colon], trimOWS(line[colon+1:])
+	if !isToken(name) || !validFieldValue(value) {
+		return field{}, line, rest, false
+	}
+	return field{name: name, value: value, kind: fieldKind(name)}, line, rest, true
+}
+
+// fieldKind classifies a field name, case-insensitively; requests and
+// answers share the table.
+func fieldKind(name []byte) uint8 {
 	switch len(name) {
 	case 2:
 		if equalFold(name, "te") {
@@ -414,22 +424,13 @@ func parseResponse(head []byte, rh *respHead) error {
 	rh.status = int(st[0]-'0')*100 + int(st[1]-'0')*10 + int(st[2]-'0')
 	rh.statusText = st
 	for p := head[eol+2:]; len(p) > 2; {
-		eol := bytes.Index(p, crlf)
-		if eol < 0 {
-			return errBadResponse{"header line without CRLF"}
-		}
-		line := p[:eol]
-		p = p[eol+2:]
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
+		f, line, rest, ok := nextField(p)
+		if !ok {
 			return errBadResponse{fmt.Sprintf("header line %.40q", line)}
 		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
-		if !isToken(name) || !validFieldValue(value) {
-			return errBadResponse{fmt.Sprintf("header line %.40q", line)}
-		}
-		kind := requestFieldKind(name)
-		switch kind {
+		p = rest
+		value := f.value
+		switch f.kind {
 		case fContentLength:
 			n, ok := parseContentLength(value)
 			if !ok || (rh.contentLength >= 0 && rh.contentLength != n) {
@@ -456,7 +457,7 @@ func parseResponse(head []byte, rh *respHead) error {
 				}
 			}
 		}
-		rh.fields = append(rh.fields, field{name: name, value: value, kind: kind})
+		rh.fields = append(rh.fields, f)
 	}
 	return nil
 }

@@ -234,12 +234,18 @@ func (h *Handler) errorHandler(u *Upstream) func(http.ResponseWriter, *http.Requ
 		h.logger.Warn("upstream request failed", "upstream", u.name, "addr", u.addr,
 			"method", r.Method, "path", r.URL.Path, "kind", kind, "err", err)
 		if kind == "timeout" {
-			http.Error(w, "504 Gateway Timeout: the app did not answer in time", http.StatusGatewayTimeout)
+			http.Error(w, msgGatewayTimeout, http.StatusGatewayTimeout)
 			return
 		}
-		http.Error(w, "502 Bad Gateway: the app is not answering", http.StatusBadGateway)
+		http.Error(w, msgBadGateway, http.StatusBadGateway)
 	}
 }
+
+// The bodies of the proxy's own error answers, on both request paths.
+const (
+	msgBadGateway     = "502 Bad Gateway: the app is not answering"
+	msgGatewayTimeout = "504 Gateway Timeout: the app did not answer in time"
+)
 
 // retryTransport sends a request to its upstream and, if the request could
 // not be delivered at all (no connection to the app could be made), retries

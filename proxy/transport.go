@@ -579,14 +579,23 @@ func isConnClosed(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
+// idempotentMethod reports whether a request with method m may be sent
+// twice when it has no body (the fast path asks too).
+func idempotentMethod(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
 // replayable reports whether req may be sent twice: idempotent and without a
 // body, or marked with an idempotency key.
 func replayable(req *http.Request) bool {
 	if req.Body != nil && req.Body != http.NoBody {
 		return false
 	}
-	switch req.Method {
-	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+	if req.Method == "" || idempotentMethod(req.Method) {
 		return true
 	}
 	_, k1 := req.Header["Idempotency-Key"]
