@@ -127,19 +127,25 @@ func killGroup(t *testing.T, pid int) {
 	t.Cleanup(func() { _ = syscall.Kill(-pid, syscall.SIGKILL) })
 }
 
-// readState reads the state file as it is on disk, failing the test if it
-// is not whole, valid JSON.
+// readState reads the default service's entry of the state file as it is
+// on disk, failing the test if the file is not whole, valid JSON.
 func readState(t *testing.T, dir string) state.State {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, state.FileName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st state.State
-	if err := json.Unmarshal(b, &st); err != nil {
+	var f struct {
+		Version  int                    `json:"version"`
+		Services map[string]state.State `json:"services"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
 		t.Fatalf("state file is not valid JSON (%v):\n%s", err, b)
 	}
-	return st
+	if f.Version != state.CurrentVersion {
+		t.Fatalf("state file has version %d; want %d:\n%s", f.Version, state.CurrentVersion, b)
+	}
+	return f.Services[state.DefaultService]
 }
 
 // waitStep polls status until the running operation has reached step.

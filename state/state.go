@@ -3,29 +3,46 @@
 // of the directory), so a crash leaves either the old file or the new one,
 // never a torn one. An unreadable file is an error, not an empty state: a
 // proxy that forgets which colour is live routes users to the wrong app.
+//
+// From version 2 the file holds one entry per service, keyed by the
+// service's name; a version 1 file (one app) is read as the entry of the
+// service DefaultService and rewritten as version 2 at the next save. Each
+// entry is checked on its own: a bad one is an error that names its
+// service, and saving another service's entry leaves it exactly as it was.
 package state
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
+	"sync"
 	"time"
 )
 
 // FileName is the state file's name inside the state directory.
 const FileName = "state.json"
 
-// CurrentVersion is the schema version this build writes and reads.
-const CurrentVersion = 1
+// CurrentVersion is the schema version this build writes. It reads it and
+// version 1.
+const CurrentVersion = 2
+
+// DefaultService names the service of a baton configured by flags alone,
+// and the entry a version 1 file is read into.
+const DefaultService = "default"
 
 // MaxHistory is how many past deploys are kept.
 const MaxHistory = 20
 
-// State is everything baton must remember across restarts.
+// State is everything baton must remember across restarts about one
+// service.
 type State struct {
-	Version int       `json:"version"`
+	// Version is the schema version of the file the entry was read from;
+	// Save ignores it.
+	Version int       `json:"version,omitempty"`
 	Live    string    `json:"live"` // "blue" or "green"
 	Updated time.Time `json:"updated"`
 	// Instances records what is known of the app on each colour, by colour.
@@ -95,10 +112,12 @@ type Deploy struct {
 }
 
 // Store reads and writes the state file in a directory. The zero value is not
-// usable; create it with NewStore. Store does no locking: one baton process
-// owns a state directory.
+// usable; create it with NewStore. It is safe for concurrent use by the
+// services of one baton process: saves of different services are
+// serialised. One baton process owns a state directory.
 type Store struct {
 	dir string
+	mu  sync.Mutex // held across the read-modify-write of a Save
 }
 
 // NewStore returns a Store for dir, creating dir (0700) if needed. It
@@ -126,24 +145,140 @@ func (s *Store) Path() string { return filepath.Join(s.dir, FileName) }
 // Dir returns the state directory.
 func (s *Store) Dir() string { return s.dir }
 
-// Load reads the state file. It returns os.ErrNotExist (wrapped) when there
-// is none yet, and a descriptive error when it cannot be trusted.
-func (s *Store) Load() (State, error) {
+// Load reads the entry of DefaultService: the state of a baton with one
+// service. See ServiceStore.Load.
+func (s *Store) Load() (State, error) { return s.Service(DefaultService).Load() }
+
+// Save writes the entry of DefaultService. See ServiceStore.Save.
+func (s *Store) Save(st State) error { return s.Service(DefaultService).Save(st) }
+
+// Service returns the store of one service's entry.
+func (s *Store) Service(name string) *ServiceStore { return &ServiceStore{s: s, name: name} }
+
+// ServiceStore reads and writes one service's entry of the state file. It
+// is safe for concurrent use.
+type ServiceStore struct {
+	s    *Store
+	name string
+}
+
+// Load reads the service's entry. It returns fs.ErrNotExist (wrapped) when
+// there is no state file or no entry for the service yet, and a
+// descriptive error naming the service when the entry cannot be trusted.
+func (ss *ServiceStore) Load() (State, error) {
+	entries, version, err := ss.s.read()
+	if err != nil {
+		return State{}, err
+	}
+	raw, ok := entries[ss.name]
+	if !ok {
+		return State{}, fmt.Errorf("state file %s has no entry for service %s: %w", ss.s.Path(), ss.name, fs.ErrNotExist)
+	}
+	return ss.s.decode(ss.name, raw, version)
+}
+
+// Save writes st as the service's entry, atomically with mode 0600,
+// leaving every other service's entry as it was. It refuses to overwrite a
+// state file it cannot read.
+func (ss *ServiceStore) Save(st State) error {
+	s := ss.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	entries, _, err := s.read()
+	if IsNotExist(err) {
+		entries, err = map[string]json.RawMessage{}, nil
+	}
+	if err != nil {
+		return fmt.Errorf("save state of service %s: %w", ss.name, err)
+	}
+	st.Version = 0
+	if len(st.History) > MaxHistory {
+		st.History = st.History[len(st.History)-MaxHistory:]
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encode state of service %s: %w", ss.name, err)
+	}
+	entries[ss.name] = b
+	out, err := json.MarshalIndent(fileV2{Version: CurrentVersion, Services: entries}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	return WriteFileAtomic(s.Path(), append(out, '\n'), 0o600)
+}
+
+// LoadAll reads every service's entry, checking each on its own. The error
+// names every service whose entry is bad; the entries that are good are
+// returned all the same, for a caller that reports rather than stops.
+func (s *Store) LoadAll() (map[string]State, error) {
+	entries, version, err := s.read()
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(entries))
+	for name := range entries {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	all := make(map[string]State, len(entries))
+	var errs []error
+	for _, name := range names {
+		st, err := s.decode(name, entries[name], version)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		all[name] = st
+	}
+	return all, errors.Join(errs...)
+}
+
+// fileV2 is the state file's layout from version 2 on. Entries stay raw
+// so that saving one service rewrites no other's.
+type fileV2 struct {
+	Version  int                        `json:"version"`
+	Services map[string]json.RawMessage `json:"services"`
+}
+
+// read returns the file's entries by service, and its version.
+func (s *Store) read() (map[string]json.RawMessage, int, error) {
 	b, err := os.ReadFile(s.Path())
 	if err != nil {
-		return State{}, fmt.Errorf("read state: %w", err)
+		return nil, 0, fmt.Errorf("read state: %w", err)
 	}
+	var head struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(b, &head); err != nil {
+		return nil, 0, fmt.Errorf("state file %s is corrupt (%w); fix or remove it to start afresh", s.Path(), err)
+	}
+	switch head.Version {
+	case 1:
+		return map[string]json.RawMessage{DefaultService: b}, 1, nil
+	case CurrentVersion:
+		var f fileV2
+		if err := json.Unmarshal(b, &f); err != nil {
+			return nil, 0, fmt.Errorf("state file %s is corrupt (%w); fix or remove it to start afresh", s.Path(), err)
+		}
+		if f.Services == nil {
+			f.Services = map[string]json.RawMessage{}
+		}
+		return f.Services, CurrentVersion, nil
+	}
+	return nil, 0, fmt.Errorf("state file %s has version %d; this baton reads versions 1 and %d", s.Path(), head.Version, CurrentVersion)
+}
+
+// decode parses and checks one service's entry.
+func (s *Store) decode(name string, raw json.RawMessage, version int) (State, error) {
 	var st State
-	if err := json.Unmarshal(b, &st); err != nil {
-		return State{}, fmt.Errorf("state file %s is corrupt (%w); fix or remove it to start afresh", s.Path(), err)
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return State{}, fmt.Errorf("state file %s: service %s: entry is corrupt (%w); fix or remove the entry", s.Path(), name, err)
 	}
-	if st.Version != CurrentVersion {
-		return State{}, fmt.Errorf("state file %s has version %d; this baton reads version %d", s.Path(), st.Version, CurrentVersion)
-	}
-	if !isColor(st.Live) {
-		return State{}, fmt.Errorf("state file %s: live colour %q is neither blue nor green", s.Path(), st.Live)
-	}
+	st.Version = version
 	var bad []error
+	if !isColor(st.Live) {
+		bad = append(bad, fmt.Errorf("live colour %q is neither blue nor green", st.Live))
+	}
 	if p := st.Pending; p != nil && (!isColor(p.From) || !isColor(p.To)) {
 		bad = append(bad, fmt.Errorf("pending operation %s goes from %q to %q: want blue and green", p.ID, p.From, p.To))
 	}
@@ -156,22 +291,9 @@ func (s *Store) Load() (State, error) {
 		}
 	}
 	if err := errors.Join(bad...); err != nil {
-		return State{}, fmt.Errorf("state file %s: %w; fix or remove the entry", s.Path(), err)
+		return State{}, fmt.Errorf("state file %s: service %s: %w; fix or remove the entry", s.Path(), name, err)
 	}
 	return st, nil
-}
-
-// Save writes st atomically with mode 0600.
-func (s *Store) Save(st State) error {
-	st.Version = CurrentVersion
-	if len(st.History) > MaxHistory {
-		st.History = st.History[len(st.History)-MaxHistory:]
-	}
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode state: %w", err)
-	}
-	return WriteFileAtomic(s.Path(), append(b, '\n'), 0o600)
 }
 
 // WriteFileAtomic writes data to path so that readers see either the old

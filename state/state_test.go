@@ -1,9 +1,12 @@
 package state
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -180,5 +183,120 @@ func TestPendingAndPreviousRoundTrip(t *testing.T) {
 	if got.Pending == nil || got.Pending.Instance == nil || got.Pending.Instance.PID != 42 ||
 		got.Previous == nil || got.Previous.Color != "green" || got.Previous.Instance.AppVersion != "v1" {
 		t.Fatalf("loaded %+v; want pending and previous as saved", got)
+	}
+}
+
+// v1File is a state file as baton wrote it before services (version 1).
+const v1File = `{
+  "version": 1,
+  "live": "green",
+  "updated": "2026-11-20T10:00:00Z",
+  "instances": {
+    "green": {"app_version": "1.4.2", "addr": "127.0.0.1:8081", "pid": 4242, "artifact": "/var/lib/baton/releases/1.4.2/app.jar", "id": "abc", "launcher": "local"}
+  },
+  "history": [{"id": "d1", "kind": "deploy", "version": "1.4.2", "from": "blue", "to": "green", "started": "2026-11-20T09:59:58Z", "duration_ns": 2000000000, "ok": true, "drained": 3}],
+  "previous": {"color": "blue"}
+}
+`
+
+func TestVersion1FileIsTheDefaultService(t *testing.T) {
+	s, _ := NewStore(t.TempDir())
+	if err := os.WriteFile(s.Path(), []byte(v1File), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Service(DefaultService).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Live != "green" || got.Instances["green"].PID != 4242 || len(got.History) != 1 || got.Previous.Color != "blue" {
+		t.Fatalf("migrated entry = %+v; want the version 1 file's state", got)
+	}
+	if _, err := s.Service("shop").Load(); !IsNotExist(err) {
+		t.Errorf("another service in a version 1 file: %v; want not-exist", err)
+	}
+	// The next save writes version 2, with the default entry unchanged.
+	if err := s.Service("shop").Save(State{Live: "blue"}); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(s.Path())
+	var f struct {
+		Version  int                        `json:"version"`
+		Services map[string]json.RawMessage `json:"services"`
+	}
+	if err := json.Unmarshal(raw, &f); err != nil || f.Version != 2 || len(f.Services) != 2 {
+		t.Fatalf("after a save: version %d, %d services (%v); want version 2 with default and shop:\n%s", f.Version, len(f.Services), err, raw)
+	}
+	again, err := s.Load()
+	if err != nil || again.Live != "green" || again.Instances["green"].PID != 4242 {
+		t.Errorf("default after the rewrite = %+v, %v; want it unchanged", again, err)
+	}
+}
+
+func TestServicesAreSavedAndCheckedApart(t *testing.T) {
+	s, _ := NewStore(t.TempDir())
+	shop, api := s.Service("shop"), s.Service("api")
+	if err := shop.Save(State{Live: "blue"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := api.Save(State{Live: "green"}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := shop.Load(); st.Live != "blue" {
+		t.Errorf("shop live = %q; want blue (api's save must not touch it)", st.Live)
+	}
+	// Break api's entry by hand: shop still loads, api's error names api,
+	// and saving shop leaves api's bad entry for the operator to see.
+	raw, _ := os.ReadFile(s.Path())
+	broken := strings.Replace(string(raw), `"live": "green"`, `"live": "purple"`, 1)
+	if broken == string(raw) {
+		t.Fatalf("test setup: api's live colour not found in\n%s", raw)
+	}
+	os.WriteFile(s.Path(), []byte(broken), 0o600)
+	if _, err := api.Load(); err == nil || !strings.Contains(err.Error(), "service api") || !strings.Contains(err.Error(), "purple") {
+		t.Errorf("api.Load = %v; want an error naming service api and the bad colour", err)
+	}
+	if st, err := shop.Load(); err != nil || st.Live != "blue" {
+		t.Errorf("shop.Load = %+v, %v; want blue: a bad entry of another service must not hide it", st, err)
+	}
+	all, err := s.LoadAll()
+	if err == nil || !strings.Contains(err.Error(), "service api") || strings.Contains(err.Error(), "service shop") {
+		t.Errorf("LoadAll error = %v; want one naming api only", err)
+	}
+	if all["shop"].Live != "blue" {
+		t.Errorf("LoadAll returned %+v; want shop's good entry", all)
+	}
+	if err := shop.Save(State{Live: "green"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.Load(); err == nil || !strings.Contains(err.Error(), "purple") {
+		t.Errorf("after saving shop, api.Load = %v; want api's entry kept as it was", err)
+	}
+}
+
+func TestConcurrentSavesOfServicesLoseNothing(t *testing.T) {
+	s, _ := NewStore(t.TempDir())
+	names := []string{"a", "b", "c", "d"}
+	var wg sync.WaitGroup
+	for _, n := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				if err := s.Service(n).Save(State{Live: "blue", History: []Deploy{{ID: fmt.Sprint(i)}}}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	all, err := s.LoadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if h := all[n].History; len(h) != 1 || h[0].ID != "19" {
+			t.Errorf("service %s: history %+v; want its last save", n, h)
+		}
 	}
 }
