@@ -92,7 +92,7 @@ func benchTarget(b *testing.B, m mode) string {
 			b.Fatal(err)
 		}
 		fb := &http.Server{Handler: h}
-		fs := &FastServer{Handler: h, Fallback: fb}
+		fs := &FastServer{Router: SingleRoute(h), Fallback: fb}
 		go fs.Serve(ln)
 		b.Cleanup(func() { ln.Close(); fb.Close(); fs.Close() })
 		return ln.Addr().String()

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -53,8 +54,9 @@ import (
 //   - No Content-Type is guessed for an answer without one, and no Date is
 //     added to an answer without one.
 type FastServer struct {
-	// Handler is the proxy. Required.
-	Handler *Handler
+	// Router routes each request to its service's Handler, as it does on
+	// Fallback: the same table, the same rules. Required.
+	Router *Router
 	// Fallback serves every connection the fast path hands over; its
 	// Handler should be the same proxy behind the same edge wrappers. Its
 	// ReadHeaderTimeout, IdleTimeout and ConnState also apply to the
@@ -95,8 +97,8 @@ type FastServer struct {
 // until it is shut down, and the fast path's connections until they end
 // or Close is called.
 func (s *FastServer) Serve(ln net.Listener) error {
-	if s.Handler == nil || s.Fallback == nil {
-		return errors.New("proxy: FastServer needs a Handler and a Fallback")
+	if s.Router == nil || s.Fallback == nil {
+		return errors.New("proxy: FastServer needs a Router and a Fallback")
 	}
 	s.mu.Lock()
 	s.readHeaderTimeout = s.Fallback.ReadHeaderTimeout
@@ -170,20 +172,15 @@ func (s *FastServer) newConn(nc net.Conn) *fastConn {
 	}
 	c := &fastConn{
 		s:          s,
-		h:          s.Handler,
 		nc:         nc,
 		bw:         bufio.NewWriterSize(nc, 4<<10),
 		remoteAddr: nc.RemoteAddr().String(),
+		logger:     s.Router.logger,
 	}
 	c.src = clientReader{c}
 	c.br = bufio.NewReaderSize(c.src, 4<<10)
 	if host, _, err := net.SplitHostPort(c.remoteAddr); err == nil {
 		c.peer = host
-		if len(c.h.trusted) > 0 {
-			if a, err := netip.ParseAddr(host); err == nil && c.h.trusted.contains(a.Unmap()) {
-				c.trustedPeer = a.Unmap().String()
-			}
-		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -203,9 +200,11 @@ func (s *FastServer) forget(c *fastConn) {
 
 // fastConn is one client connection on the fast path.
 type fastConn struct {
-	s   *FastServer
-	h   *Handler
-	nc  net.Conn
+	s      *FastServer
+	h      *Handler // the service of the request being served: see useHandler
+	route  *Route
+	logger *slog.Logger // for what is not one service's: the Router's
+	nc     net.Conn
 	src io.Reader // what br reads: clientReader, after a grow with the old buffer first
 	br  *bufio.Reader
 	bw  *bufio.Writer
@@ -243,7 +242,7 @@ func (c *fastConn) serve() {
 	handedOff := false
 	defer func() {
 		if err := recover(); err != nil {
-			c.h.logger.Error("panic serving connection", "remote", c.remoteAddr, "panic", err, "stack", string(debug.Stack()))
+			c.logger.Error("panic serving connection", "remote", c.remoteAddr, "panic", err, "stack", string(debug.Stack()))
 		}
 		if !handedOff {
 			c.nc.Close()
@@ -275,7 +274,10 @@ func (c *fastConn) serve() {
 		}
 		c.setState(http.StateActive)
 		headLen, err := c.readHead()
-		if err == nil && !c.fast() {
+		if err == nil {
+			err = c.routeRequest()
+		}
+		if err == nil && c.route != nil && !c.fast() {
 			err = errNotFast
 		}
 		if err == errNotFast {
@@ -286,7 +288,11 @@ func (c *fastConn) serve() {
 			return
 		}
 		c.s.servedFast.Add(1)
-		if !c.serveRequest(headLen) {
+		if c.route == nil {
+			if !c.serveNoRoute(headLen) {
+				return
+			}
+		} else if !c.serveRequest(headLen) {
 			return
 		}
 		c.setState(http.StateIdle)
@@ -302,7 +308,7 @@ func (c *fastConn) handshake(tc *tls.Conn) (string, bool) {
 		tc.SetDeadline(time.Now().Add(d))
 	}
 	if err := tc.HandshakeContext(context.Background()); err != nil {
-		c.h.logger.Debug("TLS handshake failed", "remote", c.remoteAddr, "err", err)
+		c.logger.Debug("TLS handshake failed", "remote", c.remoteAddr, "err", err)
 		return "", false
 	}
 	if c.s.readHeaderTimeout > 0 {
@@ -356,6 +362,73 @@ func (c *fastConn) readHead() (int, error) {
 			return 0, err
 		}
 	}
+}
+
+// routeRequest looks the parsed request up in the Router's table, as
+// Router.ServeHTTP does, and makes its route's Handler the one that serves
+// it (c.route is nil when no route claims it). A path that routing would
+// have to resolve first (dot segments, escapes) goes to Fallback, where
+// Router.ServeHTTP resolves it, when the table routes by path at all.
+func (c *fastConn) routeRequest() error {
+	t := c.s.Router.table.Load()
+	p := targetPath(c.rh.target)
+	if t != nil && t.byPath && (needsCleaning(p) || bytes.IndexByte(p, '%') >= 0) {
+		return errNotFast
+	}
+	c.route = t.LookupBytes(c.rh.host, p)
+	if c.route != nil {
+		c.useHandler(c.route.Handler)
+	}
+	return nil
+}
+
+// useHandler makes h the Handler of the request being served. Whether the
+// peer is a trusted proxy is h's to say; it is worked out again only when
+// the connection's requests move to another service.
+func (c *fastConn) useHandler(h *Handler) {
+	if c.h == h {
+		return
+	}
+	c.h = h
+	c.trustedPeer = ""
+	if len(h.trusted) > 0 {
+		if a, err := netip.ParseAddr(c.peer); err == nil && h.trusted.contains(a.Unmap()) {
+			c.trustedPeer = a.Unmap().String()
+		}
+	}
+}
+
+// serveNoRoute answers 404 to a request no route claims, as Router does.
+func (c *fastConn) serveNoRoute(headLen int) bool {
+	start := time.Now()
+	c.method = methodString(c.rh.method)
+	c.path = requestPath(c.rh.target)
+	if c.rh.contentLength > 0 {
+		if int64(c.br.Buffered()-headLen) < c.rh.contentLength {
+			// A body still on its way: answer, then close rather than read it.
+			c.br.Discard(headLen)
+			c.writeError(http.StatusNotFound, msgNoRoute, true)
+			c.s.Router.notFound(c.requestInfo(), time.Since(start))
+			return false
+		}
+	}
+	c.br.Discard(headLen + int(c.rh.contentLength))
+	keep := c.writeError(http.StatusNotFound, msgNoRoute, false)
+	c.s.Router.notFound(c.requestInfo(), time.Since(start))
+	return keep
+}
+
+// requestInfo describes the request being served to observers.
+func (c *fastConn) requestInfo() RequestInfo {
+	return RequestInfo{Method: c.method, Host: string(c.rh.host), Path: c.path, Proto: "HTTP/1.1", RemoteAddr: c.remoteAddr}
+}
+
+// targetPath returns the path of an origin-form target: up to the query.
+func targetPath(target []byte) []byte {
+	if i := bytes.IndexByte(target, '?'); i >= 0 {
+		return target[:i]
+	}
+	return target
 }
 
 // fast reports whether the parsed request is the fast path's to serve.
@@ -635,7 +708,17 @@ func (c *fastConn) writeRequestHead(bw *bufio.Writer) {
 	rh := &c.rh
 	bw.Write(rh.method)
 	bw.WriteByte(' ')
-	bw.Write(rh.target)
+	if r := c.route; r.StripPrefix && r.PathPrefix != "" {
+		// The path was matched as it is (routeRequest), so the prefix
+		// is its first bytes; StripPath's rule, on bytes.
+		rest := rh.target[len(r.PathPrefix):]
+		if len(rest) == 0 || rest[0] != '/' {
+			bw.WriteByte('/')
+		}
+		bw.Write(rest)
+	} else {
+		bw.Write(rh.target)
+	}
 	bw.WriteString(" HTTP/1.1\r\n")
 	var xfHost, xfProto []byte
 	for i := 0; i < rh.n; i++ {

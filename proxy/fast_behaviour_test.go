@@ -34,7 +34,7 @@ import (
 // connection back into a pool after the apps are gone.
 func fbServer(t *testing.T, h *Handler, tweak func(*FastServer)) (*FastServer, string) {
 	t.Helper()
-	fs := &FastServer{Handler: h, Fallback: &http.Server{Handler: h}}
+	fs := &FastServer{Router: SingleRoute(h), Fallback: &http.Server{Handler: h}}
 	if tweak != nil {
 		tweak(fs)
 	}

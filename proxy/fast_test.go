@@ -87,7 +87,7 @@ func frontEnds(t *testing.T, appAddr string, opts Options) (fast *FastServer, fa
 	fh := NewHandler(opts)
 	start(fh)
 	fb := &http.Server{Handler: fh, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second, MaxHeaderBytes: 16 << 10}
-	fast = &FastServer{Handler: fh, Fallback: fb}
+	fast = &FastServer{Router: SingleRoute(fh), Fallback: fb}
 	fln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

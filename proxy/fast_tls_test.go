@@ -61,7 +61,7 @@ func tlsFrontEnd(t *testing.T, appAddr string, opts Options) (*FastServer, strin
 	h.Route(u)
 	fb := &http.Server{Handler: h, ReadHeaderTimeout: 300 * time.Millisecond, IdleTimeout: 5 * time.Second,
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}}
-	fs := &FastServer{Handler: h, Fallback: fb, TLS: true}
+	fs := &FastServer{Router: SingleRoute(h), Fallback: fb, TLS: true}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

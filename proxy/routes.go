@@ -38,6 +38,7 @@ type RouteTable struct {
 	wildcard map[string]*hostRoutes // "example.com" for "*.example.com"
 	fallback *hostRoutes            // routes without hosts
 	routes   []*Route
+	byPath   bool // some route has a path prefix
 }
 
 // hostRoutes are the routes of one host pattern, longest prefix first.
@@ -58,6 +59,7 @@ func NewRouteTable(routes []Route) (*RouteTable, error) {
 		r := new(Route)
 		*r = routes[i]
 		r.PathPrefix = normalizePrefix(r.PathPrefix)
+		t.byPath = t.byPath || r.PathPrefix != ""
 		if r.Handler == nil {
 			errs = append(errs, fmt.Errorf("route %s: no handler", r.Service))
 			continue

@@ -73,7 +73,7 @@ func run(addr, blue, cpuprofile, memprofile string, fastPath bool) error {
 	serve := srv.Serve
 	var fast *proxy.FastServer
 	if fastPath {
-		fast = &proxy.FastServer{Handler: h, Fallback: srv}
+		fast = &proxy.FastServer{Router: proxy.SingleRoute(h), Fallback: srv}
 		serve = fast.Serve
 	}
 	go func() {

@@ -205,7 +205,7 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	// All listeners (public and admin) are opened by startEdge, in one
 	// place, so that they can later be handed over to a new baton process
 	// or taken from systemd.
-	pub, err := startEdge(cfg, h, logger, upg.Listen)
+	pub, err := startEdge(cfg, proxy.SingleRoute(h), logger, upg.Listen)
 	if err != nil {
 		return err
 	}

@@ -146,9 +146,9 @@ type publicServer struct {
 }
 
 // startEdge opens every listener of 'baton serve' and builds the public
-// servers around app (the proxy). Nothing is served until run.
+// servers around rt (the proxy). Nothing is served until run.
 // listen, if not nil, opens (or takes over) each socket; see edge.ListenConfig.
-func startEdge(cfg serveConfig, h *proxy.Handler, logger *slog.Logger, listen func(name, addr string) (net.Listener, error)) (*publicEdge, error) {
+func startEdge(cfg serveConfig, rt *proxy.Router, logger *slog.Logger, listen func(name, addr string) (net.Listener, error)) (*publicEdge, error) {
 	ec := cfg.Edge
 	lns, err := edge.Listen(edge.ListenConfig{HTTP: cfg.HTTPAddr, HTTPS: ec.httpsAddr(), Admin: cfg.AdminAddr, Listen: listen})
 	if err != nil {
@@ -160,7 +160,7 @@ func startEdge(cfg serveConfig, h *proxy.Handler, logger *slog.Logger, listen fu
 	p := &publicEdge{lns: lns, certPoll: ec.certPoll}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	lim := edge.Limits{ReadHeaderTimeout: ec.ReadHeaderTimeout, IdleTimeout: ec.IdleTimeout, MaxHeaderBytes: int(ec.MaxHeaderBytes)}
-	app := edge.Guard(h, int64(ec.MaxBodySize))
+	app := edge.Guard(rt, int64(ec.MaxBodySize))
 
 	var tlsConfig *tls.Config
 	httpHandler := app
@@ -201,7 +201,7 @@ func startEdge(cfg serveConfig, h *proxy.Handler, logger *slog.Logger, listen fu
 		// Plain HTTP serves the app (with TLS on it only redirects and
 		// answers ACME challenges): baton's own loop takes the common
 		// requests, net/http the rest. See proxy.FastServer.
-		plain.fast = &proxy.FastServer{Handler: h, Fallback: plain.srv, MaxBodyBytes: int64(ec.MaxBodySize)}
+		plain.fast = &proxy.FastServer{Router: rt, Fallback: plain.srv, MaxBodyBytes: int64(ec.MaxBodySize)}
 	}
 	p.servers = append(p.servers, plain)
 	if tlsConfig != nil {
@@ -210,7 +210,7 @@ func startEdge(cfg serveConfig, h *proxy.Handler, logger *slog.Logger, listen fu
 			// HTTPS/1.1 connections on the fast path too, after the
 			// handshake; HTTP/2 and ACME's TLS-ALPN challenges go to
 			// net/http.
-			secure.fast = &proxy.FastServer{Handler: h, Fallback: secure.srv, MaxBodyBytes: int64(ec.MaxBodySize), TLS: true}
+			secure.fast = &proxy.FastServer{Router: rt, Fallback: secure.srv, MaxBodyBytes: int64(ec.MaxBodySize), TLS: true}
 		}
 		p.servers = append(p.servers, secure)
 	}
