@@ -205,9 +205,9 @@ type fastConn struct {
 	route  *Route
 	logger *slog.Logger // for what is not one service's: the Router's
 	nc     net.Conn
-	src io.Reader // what br reads: clientReader, after a grow with the old buffer first
-	br  *bufio.Reader
-	bw  *bufio.Writer
+	src    io.Reader // what br reads: clientReader, after a grow with the old buffer first
+	br     *bufio.Reader
+	bw     *bufio.Writer
 
 	tlsState    *tls.ConnectionState // nil on plain HTTP
 	remoteAddr  string
