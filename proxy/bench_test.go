@@ -59,6 +59,7 @@ const (
 	observed                 // the same with an Observer, as baton serve runs it
 	fast                     // the Handler behind a FastServer, as baton serve runs plain HTTP
 	fastObserved             // the same with an Observer
+	fastServices             // a FastServer routing among 100 services (50 hosts with a catch-all and an /admin service each), the request's host among them
 )
 
 // nopObserver is the cheapest Observer: what remains is the Handler's own
@@ -86,13 +87,23 @@ func benchTarget(b *testing.B, m mode) string {
 	h := NewHandler(opts)
 	h.Route(u)
 	b.Cleanup(u.CloseIdleConnections)
-	if m == fast || m == fastObserved {
+	if m == fast || m == fastObserved || m == fastServices {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			b.Fatal(err)
 		}
-		fb := &http.Server{Handler: h}
-		fs := &FastServer{Router: SingleRoute(h), Fallback: fb}
+		rt := SingleRoute(h)
+		if m == fastServices {
+			routes := benchTable(b, 49).Routes()
+			all := []Route{{Service: "bench", Hosts: []string{"bench.example"}, Handler: h},
+				{Service: "bench-admin", Hosts: []string{"bench.example"}, PathPrefix: "/admin", Handler: NewHandler(Options{})}}
+			for _, r := range routes {
+				all = append(all, *r)
+			}
+			rt = NewRouter(mustTable(b, all...), nil, nil)
+		}
+		fb := &http.Server{Handler: rt}
+		fs := &FastServer{Router: rt, Fallback: fb}
 		go fs.Serve(ln)
 		b.Cleanup(func() { ln.Close(); fb.Close(); fs.Close() })
 		return ln.Addr().String()
@@ -231,6 +242,7 @@ func BenchmarkSmallGET(b *testing.B) {
 	b.Run("observed", func(b *testing.B) { benchSerial(b, observed, "GET", "/", nil) })
 	b.Run("fast", func(b *testing.B) { benchSerial(b, fast, "GET", "/", nil) })
 	b.Run("fast-observed", func(b *testing.B) { benchSerial(b, fastObserved, "GET", "/", nil) })
+	b.Run("fast-100-services", func(b *testing.B) { benchSerial(b, fastServices, "GET", "/", nil) })
 }
 
 func BenchmarkSmallGETParallel(b *testing.B) {
