@@ -85,10 +85,22 @@ func New(cfg Config, ctl Controller) *Server {
 	return s
 }
 
-// ServeHTTP authenticates r and routes it.
+// ServeHTTP refuses requests a web page could have made (see
+// checkBrowser), authenticates r and routes it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := s.checkBrowser(r); err != nil {
+		writeError(w, err)
+		return
+	}
 	if err := s.authorize(r); err != nil {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="baton"`)
+		var se *statusError
+		if errors.As(err, &se) && se.code == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="baton"`)
+		}
+		writeError(w, err)
+		return
+	}
+	if err := checkContentType(r); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -206,7 +206,7 @@ func (s *Server) parseDeploy(w http.ResponseWriter, r *http.Request) (req Deploy
 		}
 		req.Artifact, err = s.uploadName(req.Artifact)
 		return req, true, err
-	case "application/json", "":
+	case "application/json":
 		if err := decodeBody(w, r, &req); err != nil {
 			return req, false, err
 		}

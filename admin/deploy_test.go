@@ -129,14 +129,14 @@ func TestDeployByPathAndURL(t *testing.T) {
 		w.Write([]byte("downloaded"))
 	}))
 	defer files.Close()
-	if code, _, raw := postDeploy(t, srv.URL+"/v1/deploy", "", `{"version":"v2","artifact":"`+files.URL+`/builds/app-v2.jar"}`); code != 200 {
+	if code, _, raw := postDeploy(t, srv.URL+"/v1/deploy", "application/json", `{"version":"v2","artifact":"`+files.URL+`/builds/app-v2.jar"}`); code != 200 {
 		t.Fatalf("deploy by URL: %d\n%s", code, raw)
 	}
 	if len(d.reqs) != 2 || d.reqs[0].Artifact != p || d.content[0] != "from disk" ||
 		filepath.Base(d.reqs[1].Artifact) != "app-v2.jar" || d.content[1] != "downloaded" || d.reqs[1].SHA256 != sum("downloaded") {
 		t.Errorf("deploys %+v, contents %q", d.reqs, d.content)
 	}
-	if code, _, raw := postDeploy(t, srv.URL+"/v1/deploy", "", `{"version":"v3","artifact":"`+files.URL+`/missing.jar"}`); code != http.StatusBadGateway {
+	if code, _, raw := postDeploy(t, srv.URL+"/v1/deploy", "application/json", `{"version":"v3","artifact":"`+files.URL+`/missing.jar"}`); code != http.StatusBadGateway {
 		t.Errorf("deploy of a missing URL: %d\n%s; want 502", code, raw)
 	}
 }
@@ -155,7 +155,7 @@ func TestDeployRefusals(t *testing.T) {
 		{"bad version", "version=1;rm&name=a", "application/octet-stream", "abc", 400, "version"},
 		{"relative path", "", "application/json", `{"version":"v1","artifact":"app.jar"}`, 400, "absolute"},
 		{"no version", "", "application/json", `{"artifact":"/x"}`, 400, "version"},
-		{"other type", "", "text/plain", "hi", 415, "Content-Type"},
+		{"other type", "", "application/xml", "<hi/>", 415, "Content-Type"},
 	} {
 		code, _, raw := postDeploy(t, srv.URL+"/v1/deploy?"+tc.query, tc.ct, tc.body)
 		if code != tc.code || !strings.Contains(raw, tc.want) {

@@ -281,7 +281,7 @@ func (s *Server) rollout(rl Roller) func(http.ResponseWriter, *http.Request) err
 			if body.Artifact, err = s.uploadName(body.Artifact); err != nil {
 				return err
 			}
-		case "application/json", "":
+		case "application/json":
 			if err := decodeBody(w, r, &body); err != nil {
 				return err
 			}

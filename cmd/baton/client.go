@@ -54,7 +54,9 @@ func (c *adminClient) do(ctx context.Context, method, path string, body io.Reade
 	if err != nil {
 		return nil, err
 	}
-	if body != nil {
+	if method != http.MethodGet {
+		// Every POST says it is JSON, an empty one too: the admin API
+		// refuses a POST without it as a possible web page's form.
 		req.Header.Set("Content-Type", "application/json")
 	}
 	return c.send(req)
