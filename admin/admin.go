@@ -55,11 +55,16 @@ type Server struct {
 	ctl    Controller
 	mux    *http.ServeMux
 	logger *slog.Logger
+	// createFile creates the file an upload or download is written to; a
+	// test replaces it to write to /dev/full.
+	createFile func(name string) (*os.File, error)
 }
 
 // New returns a Server for ctl.
 func New(cfg Config, ctl Controller) *Server {
-	s := &Server{cfg: cfg, ctl: ctl, mux: http.NewServeMux(), logger: cfg.Logger}
+	s := &Server{cfg: cfg, ctl: ctl, mux: http.NewServeMux(), logger: cfg.Logger, createFile: func(name string) (*os.File, error) {
+		return os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	}}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
@@ -267,6 +272,9 @@ func switchResult(res switcher.Result) SwitchResult {
 // operationError maps an error that ended an operation before its stream
 // started to the HTTP status it is answered with.
 func operationError(err error) error {
+	if full := diskFull(err); full != nil {
+		return full
+	}
 	switch {
 	case errors.Is(err, switcher.ErrInvalid):
 		return withStatus(http.StatusBadRequest, err)
