@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -87,13 +86,9 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError(errors.New("--duration and --max-failures must not be negative"))
 	}
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
+		pool, err := readCertPool("--cacert", caFile, nil)
 		if err != nil {
-			return fmt.Errorf("--cacert: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("--cacert %s: no PEM certificate in it", caFile)
+			return err
 		}
 		cfg.TLS = &tls.Config{RootCAs: pool}
 	}
