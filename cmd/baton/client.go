@@ -58,6 +58,10 @@ func (c *clientFlags) client() (*adminClient, error) {
 		return nil, err
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// An upload waits this long for baton's "100 Continue" or refusal
+	// before it sends the artifact anyway; baton decides at once, so this
+	// only matters for a server that ignores Expect.
+	tr.ExpectContinueTimeout = 5 * time.Second
 	if c.ca != "" {
 		if !strings.HasPrefix(base, "https://") {
 			return nil, usageError(fmt.Errorf("--admin-ca needs an https --admin URL; --admin is %q", c.admin))

@@ -154,6 +154,11 @@ func uploadDeploy(ctx context.Context, c *adminClient, endpoint string, extra ur
 	}
 	req.ContentLength = fi.Size()
 	req.Header.Set("Content-Type", "application/octet-stream")
+	// Ask before sending: baton answers a wrong token (401), a running
+	// operation (409) or an artifact over its limit (413) without reading
+	// the body, and the file is then never sent. The admin API (Go's
+	// net/http) sends 100 Continue only when the deploy reads the body.
+	req.Header.Set("Expect", "100-continue")
 	if !quiet {
 		fmt.Fprintf(stdout, "uploading %s: %d bytes, sha256 %s\n", path, fi.Size(), sum)
 	}
