@@ -221,7 +221,8 @@ type RolloutStatus struct {
 	// Kind is the operation: rollout, deploy or switch.
 	Kind string `json:"kind"`
 	// Phase is "canary" (traffic is split) or "watch" (the new version
-	// takes it all; the old one still runs).
+	// takes it all; the old one still runs); "promoting" or "aborting"
+	// once such a command was taken, until the rollout has ended.
 	Phase   string `json:"phase"`
 	Version string `json:"version,omitempty"`
 	Old     string `json:"old"`
@@ -279,6 +280,16 @@ func (r *run) update(f func(*RolloutStatus)) {
 	r.mu.Lock()
 	f(&r.status)
 	r.mu.Unlock()
+}
+
+// settle records, before a promote or abort command is answered, what the
+// command does: phase "promoting" or "aborting", and the new version's
+// share once it is done (100 or 0). Steer answers with it, so the caller
+// sees the rollout as the command leaves it, not as it was.
+func (r *run) settle(phase string, percent int) {
+	r.update(func(st *RolloutStatus) {
+		st.Phase, st.Percent, st.StepSince, st.NextStep = phase, percent, time.Now(), time.Time{}
+	})
 }
 
 func (r *run) snapshot() RolloutStatus {
@@ -539,9 +550,11 @@ func (s *Switcher) canary(sp Splitter, proc Process, exit *exitWatch, req Rollou
 				}
 				c.reply <- err
 			case "promote":
+				r.settle("promoting", 100)
 				c.reply <- nil
 				return true, rollbackWhy{}
 			case "abort":
+				r.settle("aborting", 0)
 				c.reply <- nil
 				return false, rollbackWhy{ReasonCommand, "aborted by command"}
 			default:
@@ -670,10 +683,12 @@ func (s *Switcher) watch(r *run, w Watch, base *sample, win *window, from, to Co
 		case c := <-r.cmds:
 			switch c.Action {
 			case "promote":
+				r.settle("promoting", 100)
 				c.reply <- nil
 				ev("watch", "ended early by command", 0)
 				return nil
 			case "abort":
+				r.settle("aborting", 0)
 				c.reply <- nil
 				return &rollbackWhy{ReasonCommand, "rolled back by command"}
 			case "percent":
