@@ -454,13 +454,13 @@ func (s *Switcher) Rollout(ctx context.Context, req RolloutRequest, emit func(Ev
 		}
 		res.Stopped = s.stopOld(ctx, to, ev)
 		if why.reason == "" {
-			return finish("failed", fmt.Errorf("%s %s to %s: %s; %s keeps serving", kind, req.Version, to, why.msg, from))
+			return finish("failed", fmt.Errorf("%s %s to %s: %s; %s", kind, req.Version, to, why.msg, s.keepsServing(ctx, from)))
 		}
 		obs.Rollback(why.reason)
 		if why.reason == ReasonCommand {
-			return finish("aborted", fmt.Errorf("%s %s to %s: %w: %s; %s keeps serving", kind, req.Version, to, ErrAborted, why.msg, from))
+			return finish("aborted", fmt.Errorf("%s %s to %s: %w: %s; %s", kind, req.Version, to, ErrAborted, why.msg, s.keepsServing(ctx, from)))
 		}
-		return finish("rolled_back", fmt.Errorf("%s %s to %s: %w: %s; %s keeps serving", kind, req.Version, to, ErrRolledBack, why.msg, from))
+		return finish("rolled_back", fmt.Errorf("%s %s to %s: %w: %s; %s", kind, req.Version, to, ErrRolledBack, why.msg, s.keepsServing(ctx, from)))
 	}
 
 	// Promote: the route swap sends everything to the new version (the
@@ -751,7 +751,7 @@ func (s *Switcher) Steer(cmd RolloutCommand) (RolloutStatus, error) {
 func (s *Switcher) launchIdle(ctx context.Context, kind string, l Launcher, req DeployRequest, installed bool, res *DeployResult, ev stepFunc) (Process, error) {
 	from, to := res.From, res.To
 	if err := s.clearIdle(ctx, to, ev); err != nil {
-		return nil, fmt.Errorf("%s %s to %s: %w; %s keeps serving", kind, req.Version, to, err, from)
+		return nil, fmt.Errorf("%s %s to %s: %w; %s", kind, req.Version, to, err, s.keepsServing(ctx, from))
 	}
 	t := time.Now()
 	proc, err := l.Launch(ctx, LaunchSpec{
@@ -759,7 +759,7 @@ func (s *Switcher) launchIdle(ctx context.Context, kind string, l Launcher, req 
 		Progress: func(msg string) { ev("install", msg, 0) },
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s %s to %s: %w: %w; %s keeps serving", kind, req.Version, to, ErrLaunch, err, from)
+		return nil, fmt.Errorf("%s %s to %s: %w: %w; %s", kind, req.Version, to, ErrLaunch, err, s.keepsServing(ctx, from))
 	}
 	res.Instance = proc.Record()
 	res.Instance.Addr = s.cfg.Addrs[to]
@@ -777,7 +777,7 @@ func (s *Switcher) launchIdle(ctx context.Context, kind string, l Launcher, req 
 		}
 		ev("stop", desc, time.Since(t))
 		res.LogTail = s.logTail(sctx, proc, res.Instance.Log, ev)
-		return nil, fmt.Errorf("%s %s to %s: %w; %s keeps serving (log: %s)", kind, req.Version, to, err, from, res.Instance.Log)
+		return nil, fmt.Errorf("%s %s to %s: %w; %s (log: %s)", kind, req.Version, to, err, s.keepsServing(sctx, from), res.Instance.Log)
 	}
 	return proc, nil
 }
