@@ -194,7 +194,23 @@ func writeError(w http.ResponseWriter, err error) {
 	if errors.As(err, &se) {
 		code = se.code
 	}
-	writeJSON(w, code, map[string]string{"error": err.Error()})
+	writeJSON(w, code, map[string]string{"error": errorText(err)})
+}
+
+// errorText is err's message for an answer or a stream's last line: a full
+// disk says so (see diskFull), and switcher.ErrInvalid's own text ("invalid
+// request: ") is left out, since the 400 status, or the step "failed", says
+// it already, and for a port conflict on the idle colour it would blame the
+// request for the state of the machine.
+func errorText(err error) string {
+	if full := diskFull(err); full != nil {
+		err = full
+	}
+	msg := err.Error()
+	if errors.Is(err, switcher.ErrInvalid) {
+		msg = strings.Replace(msg, switcher.ErrInvalid.Error()+": ", "", 1)
+	}
+	return msg
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -335,7 +351,7 @@ func (s *Server) switchColor(w http.ResponseWriter, r *http.Request) error {
 	last.Result = &sr
 	if err != nil {
 		last.Step = "failed"
-		last.Error = err.Error()
+		last.Error = errorText(err)
 		last.Message = "switch failed"
 	} else {
 		last.Message = fmt.Sprintf("switched to %s in %s", res.To, res.Duration.Round(time.Millisecond))

@@ -188,10 +188,7 @@ func deployLine(res switcher.DeployResult, sum string, err error, okMsg string) 
 	}
 	if err != nil {
 		last.Step = "failed"
-		last.Error = err.Error()
-		if full := diskFull(err); full != nil {
-			last.Error = full.Error()
-		}
+		last.Error = errorText(err)
 		last.Message = "deploy failed"
 	}
 	return last
