@@ -327,7 +327,9 @@ func loadRoots(file string) (*x509.CertPool, error) {
 	return readCertPool("--acme-ca-root", file, pool)
 }
 
-// sizeFlag is a byte size flag that takes suffixes: 512k, 10m, 1g.
+// sizeFlag is a byte size flag that takes suffixes: 512k, 10m, 1g (powers
+// of 1024, as nginx reads them; "10M", "10MB" and "10MiB" are the same).
+// Every size flag of baton is one, parsed by edge.ParseSize.
 type sizeFlag int64
 
 func (s *sizeFlag) String() string {
