@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -321,21 +320,16 @@ func loadRoots(file string) (*x509.CertPool, error) {
 	if file == "" {
 		return nil, nil
 	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("--acme-ca-root: %w", err)
-	}
 	pool, err := x509.SystemCertPool()
 	if err != nil {
 		pool = x509.NewCertPool()
 	}
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("--acme-ca-root %s: no PEM certificate in it", file)
-	}
-	return pool, nil
+	return readCertPool("--acme-ca-root", file, pool)
 }
 
-// sizeFlag is a byte size flag that takes suffixes: 512k, 10m, 1g.
+// sizeFlag is a byte size flag that takes suffixes: 512k, 10m, 1g (powers
+// of 1024, as nginx reads them; "10M", "10MB" and "10MiB" are the same).
+// Every size flag of baton is one, parsed by edge.ParseSize.
 type sizeFlag int64
 
 func (s *sizeFlag) String() string {
