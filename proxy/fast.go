@@ -394,6 +394,9 @@ func (c *fastConn) serveRequest(headLen int) bool {
 			c.host = string(rh.host)
 		}
 	}
+	if code, msg := h.refuse(c.method); code != 0 {
+		return c.writeError(code, msg, !c.skipRequest(headLen, int64(c.br.Buffered()-headLen) >= rh.contentLength))
+	}
 	u := h.acquire()
 	if u == nil {
 		// Route never goes back to nil, and fast() saw an upstream.
@@ -641,7 +644,12 @@ func (c *fastConn) writeRequestHead(bw *bufio.Writer) {
 	for i := 0; i < rh.n; i++ {
 		f := &rh.fields[i]
 		switch f.kind {
-		case fOther, fHost, fContentLength:
+		case fOther:
+			if dropsRequestField(c.h.underscores, f.name) {
+				continue
+			}
+			fallthrough
+		case fHost, fContentLength:
 			bw.Write(f.name)
 			bw.WriteString(": ")
 			bw.Write(f.value)
