@@ -339,6 +339,12 @@ func (c *fastConn) readHead() (int, error) {
 			}
 			return n, parseRequest(buf[:n], &c.rh)
 		}
+		if !maybeHTTP1(buf) {
+			// An HTTP/0.9 line ("GET /"), or no HTTP at all: no blank
+			// line is coming, so net/http answers it now (400, or 505)
+			// instead of the read-header timeout ending it.
+			return 0, errNotFast
+		}
 		if len(buf) == c.br.Size() {
 			if c.br.Size() >= c.s.maxHead {
 				return 0, errNotFast // net/http reads larger heads, up to MaxHeaderBytes
@@ -746,6 +752,8 @@ func (c *fastConn) waitBody(done chan error, uc *upConn) error {
 // returns how many bytes of uc's buffer the head occupies (to discard once
 // it is relayed), or 0 if it was copied into c.scratch.
 func (c *fastConn) readResponseHead(uc *upConn) (int, error) {
+	uc.limitHead()
+	defer uc.endHead()
 	br := uc.br
 	if _, err := br.Peek(1); err != nil {
 		return 0, err
@@ -767,20 +775,13 @@ func (c *fastConn) readResponseHead(uc *upConn) (int, error) {
 	}
 }
 
-// maxResponseHead bounds an answer head; nginx's default is 4 or 8 KiB
-// (proxy_buffer_size), net/http's client takes up to 1 MiB.
-const maxResponseHead = 256 << 10
-
 func (c *fastConn) readLargeResponseHead(br *bufio.Reader) error {
 	c.scratch = c.scratch[:0]
 	for {
 		line, err := br.ReadSlice('\n')
 		c.scratch = append(c.scratch, line...)
 		if err != nil && err != bufio.ErrBufferFull {
-			return err
-		}
-		if len(c.scratch) > maxResponseHead {
-			return errBadResponse{fmt.Sprintf("head over %d bytes", maxResponseHead)}
+			return err // errHeadTooLarge past maxResponseHead: see limitHead
 		}
 		if n, bareLF := endOfHead(c.scratch); n >= 0 {
 			if bareLF || n != len(c.scratch) {
