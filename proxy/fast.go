@@ -380,7 +380,8 @@ func (c *fastConn) fast() bool {
 // Fallback. It reports whether Fallback took it.
 func (c *fastConn) handOff() bool {
 	c.setState(http.StateHijacked) // Fallback reports it afresh, as its own
-	hc := &handoffConn{Conn: c.nc, br: c.br, rest: c.src, tls: c.tlsState}
+	hc := &handoffConn{Conn: c.nc, tls: c.tlsState}
+	hc.s = screen{src: &readAhead{br: c.br, rest: c.src}, limit: screenLimit(c.s.Fallback.MaxHeaderBytes)}
 	if c.s.readHeaderTimeout > 0 {
 		c.nc.SetReadDeadline(time.Time{}) // Fallback sets its own
 	}
@@ -1058,22 +1059,29 @@ func (l *handoffListener) give(c net.Conn) bool {
 }
 
 // handoffConn is a connection handed to Fallback: reads start with what the
-// fast path had read ahead.
+// fast path had read ahead, and are screened (screen.go).
 type handoffConn struct {
 	net.Conn
-	br   *bufio.Reader        // nil once drained
-	rest io.Reader            // then fastConn.src: a byte a watch kept, then Conn
-	tls  *tls.ConnectionState // of the TLS connection under it, if any
+	s   screen               // reads a readAhead
+	tls *tls.ConnectionState // of the TLS connection under it, if any
 }
 
-func (c *handoffConn) Read(p []byte) (int, error) {
-	if c.br != nil {
-		if c.br.Buffered() > 0 {
-			return c.br.Read(p)
+func (c *handoffConn) Read(p []byte) (int, error) { return c.s.Read(p) }
+
+// readAhead reads what the fast path had buffered, then the connection.
+type readAhead struct {
+	br   *bufio.Reader // nil once drained
+	rest io.Reader     // then fastConn.src: a byte a watch kept, then Conn
+}
+
+func (r *readAhead) Read(p []byte) (int, error) {
+	if r.br != nil {
+		if r.br.Buffered() > 0 {
+			return r.br.Read(p)
 		}
-		c.br = nil
+		r.br = nil
 	}
-	return c.rest.Read(p)
+	return r.rest.Read(p)
 }
 
 // CloseWrite lets net/http half-close the connection before closing it, as

@@ -102,7 +102,7 @@ func frontEnds(t *testing.T, appAddr string, opts Options) (fast *FastServer, fa
 	if err != nil {
 		t.Fatal(err)
 	}
-	go ref.Serve(rln)
+	go ref.Serve(ScreenListener(rln, ref.MaxHeaderBytes)) // as baton serve does without the fast path
 	t.Cleanup(func() { ref.Close() })
 	return fast, fln.Addr().String(), rln.Addr().String()
 }

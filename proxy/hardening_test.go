@@ -289,3 +289,66 @@ func TestTraceRefused(t *testing.T) {
 		}
 	}
 }
+
+// Issue 13, item 3: an HTTP/1.0 request with Transfer-Encoding (with or
+// without Content-Length) gets 400 and its connection closed (RFC 9112
+// §6.1), on both front ends, also after earlier requests on the same
+// connection; nothing of it reaches the app. An HTTP/1.0 keep-alive
+// request framed by Content-Length alone is served as before.
+func TestHTTP10TransferEncodingRefused(t *testing.T) {
+	var reached atomic.Int32
+	app := echoApp(t)
+	echo := app.Config.Handler
+	app.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/ok" {
+			reached.Add(1)
+		}
+		echo.ServeHTTP(w, r)
+	})
+	const (
+		teCL     = "POST /x HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
+		teOnly   = "POST /x HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+		fastOK   = "GET /ok HTTP/1.1\r\nHost: h\r\n\r\n"
+		netOK    = "GET http://h/ok HTTP/1.1\r\nHost: h\r\n\r\n" // absolute form: net/http's, keep-alive
+		http10OK = "POST /ok HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\nhello"
+	)
+	cases := []struct {
+		name   string
+		raw    string
+		status []int // answers, in order; the connection must end after the last
+	}{
+		{"TE and CL", teCL, []int{400}},
+		{"TE only", teOnly, []int{400}},
+		{"after a request on the fast path", fastOK + teCL, []int{200, 400}},
+		{"after a request net/http served", netOK + teCL, []int{200, 400}},
+		{"after an HTTP/1.0 POST framed by CL", http10OK + teCL, []int{200, 400}},
+		{"HTTP/1.0 keep-alive with CL only", http10OK + fastOK, []int{200, 200}},
+	}
+	_, fronts := bothFrontEnds(t, app.Listener.Addr().String(), Options{})
+	for _, tc := range cases {
+		for name, addr := range fronts {
+			t.Run(tc.name+", "+name, func(t *testing.T) {
+				before := reached.Load()
+				refused := tc.status[len(tc.status)-1] == 400
+				n := len(tc.status)
+				if refused {
+					n++ // to see that none comes: the connection ends
+				}
+				resps, bodies := exchange(t, addr, tc.raw, "GET", n)
+				var got []int
+				for _, r := range resps {
+					got = append(got, r.StatusCode)
+				}
+				if fmt.Sprint(got) != fmt.Sprint(tc.status) {
+					t.Fatalf("answers %v %q; want %v and the connection closed", got, bodies, tc.status)
+				}
+				if refused && !resps[len(resps)-1].Close {
+					t.Errorf("the 400 does not say Connection: close")
+				}
+				if n := reached.Load() - before; n != 0 {
+					t.Errorf("%d request(s) of it reached the app; want none", n)
+				}
+			})
+		}
+	}
+}

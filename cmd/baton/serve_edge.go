@@ -235,7 +235,9 @@ func (p *publicEdge) run() error {
 			case s.tls:
 				err = s.srv.ServeTLS(s.ln, "", "")
 			default:
-				err = s.srv.Serve(s.ln)
+				// Screened as the fast path screens what it hands over:
+				// HTTP/1.0 with Transfer-Encoding gets 400 (proxy/screen.go).
+				err = s.srv.Serve(proxy.ScreenListener(s.ln, s.srv.MaxHeaderBytes))
 			}
 			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				err = fmt.Errorf("%s server: %w", s.name, err)
