@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -76,4 +78,76 @@ func readScreened(r io.Reader, replaced bool, n int) (string, error) {
 	var buf bytes.Buffer
 	_, err := io.Copy(&buf, r)
 	return buf.String(), err
+}
+
+// FuzzScreen holds the screen to net/http's framing: it passes every byte
+// unchanged, or replaces a head that starts exactly where net/http, reading
+// the same bytes as a server does, would read its next request (never
+// inside a body), and that request is HTTP/1.0 or one net/http refuses.
+func FuzzScreen(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: h\r\n\r\nPOST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
+		"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcde\r\nGET / HTTP/1.0\r\nTransfer-Encoding: x\r\n\r\n",
+		"PUT / HTTP/1.0\r\nContent-Length: 40\r\n\r\nGET / HTTP/1.0\r\nTransfer-Encoding: x\r\n\r\n",
+		"GET / HTTP/1.0\nX: a\n Transfer-Encoding: chunked\n\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		s := &screen{src: bytes.NewReader(in), limit: screenLimit(0)}
+		out, _ := io.ReadAll(io.LimitReader(s, int64(len(in)+len(faultyFramingLine))))
+		if !s.refused {
+			if !bytes.Equal(out, in) {
+				t.Fatalf("screen changed %q into %q", in, out)
+			}
+			return
+		}
+		k := len(out) - len(faultyFramingLine)
+		if k < 0 || !bytes.Equal(out[:k], in[:k]) || string(out[k:]) != faultyFramingLine {
+			t.Fatalf("screen turned %q into %q", in, out)
+		}
+		// Read in as net/http's server does, up to offset k.
+		cr := &countingReader{r: bytes.NewReader(in)}
+		br := bufio.NewReader(cr)
+		lastPOST := false
+		for {
+			consumed := cr.n - br.Buffered()
+			if consumed > k {
+				t.Fatalf("screen refused %q at %d, inside a request net/http read up to %d", in, k, consumed)
+			}
+			if lastPOST {
+				peek, _ := br.Peek(4)
+				n := 0
+				for n < len(peek) && (peek[n] == '\r' || peek[n] == '\n') {
+					n++
+				}
+				br.Discard(n)
+			}
+			req, err := http.ReadRequest(br)
+			if consumed == k {
+				if err == nil && req.ProtoMinor != 0 {
+					t.Fatalf("screen refused %q at %d; net/http reads %s %s %s there", in, k, req.Method, req.RequestURI, req.Proto)
+				}
+				return
+			}
+			if err != nil || len(req.TransferEncoding) > 0 || req.Header.Get("Upgrade") != "" || req.Method == http.MethodConnect {
+				return // net/http closes the connection here, or what follows is not HTTP
+			}
+			if _, err := io.Copy(io.Discard, req.Body); err != nil {
+				return
+			}
+			lastPOST = req.Method == http.MethodPost
+		}
+	})
+}
+
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
 }
