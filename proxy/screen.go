@@ -100,7 +100,8 @@ type screen struct {
 	pending  []byte // read from src, not yet checked
 	out      []byte // checked, not yet read
 	bodyLeft int64  // body bytes of the current request still to pass
-	searched int    // pending holds no blank line before this offset
+	searched int    // pending holds no blank line (nor, until lineOK, LF) before this offset
+	lineOK   bool   // the request line of the head in pending is complete and HTTP/1.x
 	lastPOST bool   // net/http skips up to 4 CR/LF before a head after a POST
 	blind    bool   // framing unknown from here on: pass everything
 	refused  bool   // a faulty head was replaced: nothing more is read
@@ -178,15 +179,23 @@ func (s *screen) check() bool {
 			skip++
 		}
 	}
-	// Only a blank line ends a head: look for one in what was not searched
-	// yet, so that a head trickled in byte by byte is not scanned again for
-	// each byte.
-	if !maybeHTTP1(b[skip:]) {
-		// HTTP/0.9 or not HTTP: no blank line is coming; net/http answers
-		// it at once (400 or 505), as the fast path leaves it to do.
-		s.blind = true
-		return true
+	// Each look goes over what was not searched yet, so that a head
+	// trickled in byte by byte is not scanned again for each byte.
+	if !s.lineOK {
+		if bytes.IndexByte(b[max(skip, s.searched):], '\n') < 0 {
+			s.searched = len(b)
+			return false
+		}
+		if !maybeHTTP1(b[skip:]) {
+			// HTTP/0.9 or not HTTP: no blank line is coming; net/http
+			// answers it at once (400 or 505), as the fast path leaves it
+			// to do.
+			s.blind = true
+			return true
+		}
+		s.lineOK = true
 	}
+	// Only a blank line ends a head.
 	from := max(skip, s.searched-2)
 	if bytes.Index(b[from:], lflf) < 0 && bytes.Index(b[from:], crlfcrlf[1:]) < 0 {
 		s.searched = len(b)
@@ -197,7 +206,7 @@ func (s *screen) check() bool {
 		return false
 	}
 	end += skip
-	s.searched = 0
+	s.searched, s.lineOK = 0, false
 	s.lastPOST = string(line) == "POST"
 	switch {
 	case faulty:
