@@ -178,7 +178,8 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	tally := newTallyObserver(obs.proxyObserver()) // for the judge of a canary or watch: rollout.go
 	traffic := newTrafficCounts(tally)
 	h := proxy.NewHandler(proxy.Options{Logger: logger, RetryTimeout: cfg.RetryTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
-		TrustedProxies: cfg.Edge.trusted, Observer: traffic})
+		TrustedProxies: cfg.Edge.trusted, Observer: traffic,
+		UnderscoresInHeaders: cfg.Edge.Underscores, AllowTrace: cfg.Edge.AllowTrace})
 	rt, err := newRouter(h, cfg.Blue, cfg.Green)
 	if err != nil {
 		return err

@@ -38,6 +38,8 @@ type edgeConfig struct {
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
 	FastPath          bool
+	Underscores       bool // --underscores-in-headers
+	AllowTrace        bool
 
 	trusted  []netip.Prefix // TrustedProxies, parsed by validate
 	certPoll time.Duration  // how often --tls-cert files are checked; 0 means edge.DefaultCertPollInterval
@@ -59,6 +61,8 @@ func (c *edgeConfig) flags(fs *pflag.FlagSet) {
 	fs.Var(&c.MaxHeaderBytes, "max-header-bytes", "refuse request headers larger than this `size` with 431")
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", edge.DefaultReadHeaderTimeout, "time a client has to send request headers (and finish TLS); stops slowloris")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", edge.DefaultIdleTimeout, "how long an idle keep-alive client connection is kept")
+	fs.BoolVar(&c.Underscores, "underscores-in-headers", false, "pass request headers whose name has an _ to the app (false: drop them, as nginx does; WSGI/CGI apps read X_Real_IP as X-Real-IP)")
+	fs.BoolVar(&c.AllowTrace, "allow-trace", false, "pass TRACE requests to the app (false: answer them 405)")
 	fs.BoolVar(&c.FastPath, "fast-path", true, "serve HTTP/1.1 requests (plain and HTTPS) with baton's own loop, net/http taking only the unusual ones and HTTP/2 (false: net/http for all)")
 }
 
@@ -230,7 +234,9 @@ func (p *publicEdge) run() error {
 			case s.tls:
 				err = s.srv.ServeTLS(s.ln, "", "")
 			default:
-				err = s.srv.Serve(s.ln)
+				// Screened as the fast path screens what it hands over:
+				// HTTP/1.0 with Transfer-Encoding gets 400 (proxy/screen.go).
+				err = s.srv.Serve(proxy.ScreenListener(s.ln, s.srv.MaxHeaderBytes))
 			}
 			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				err = fmt.Errorf("%s server: %w", s.name, err)
