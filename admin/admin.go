@@ -55,11 +55,16 @@ type Server struct {
 	ctl    Controller
 	mux    *http.ServeMux
 	logger *slog.Logger
+	// createFile creates the file an upload or download is written to; a
+	// test replaces it to write to /dev/full.
+	createFile func(name string) (*os.File, error)
 }
 
 // New returns a Server for ctl.
 func New(cfg Config, ctl Controller) *Server {
-	s := &Server{cfg: cfg, ctl: ctl, mux: http.NewServeMux(), logger: cfg.Logger}
+	s := &Server{cfg: cfg, ctl: ctl, mux: http.NewServeMux(), logger: cfg.Logger, createFile: func(name string) (*os.File, error) {
+		return os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	}}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
@@ -85,10 +90,22 @@ func New(cfg Config, ctl Controller) *Server {
 	return s
 }
 
-// ServeHTTP authenticates r and routes it.
+// ServeHTTP refuses requests a web page could have made (see
+// checkBrowser), authenticates r and routes it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := s.checkBrowser(r); err != nil {
+		writeError(w, err)
+		return
+	}
 	if err := s.authorize(r); err != nil {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="baton"`)
+		var se *statusError
+		if errors.As(err, &se) && se.code == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="baton"`)
+		}
+		writeError(w, err)
+		return
+	}
+	if err := checkContentType(r); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -177,7 +194,23 @@ func writeError(w http.ResponseWriter, err error) {
 	if errors.As(err, &se) {
 		code = se.code
 	}
-	writeJSON(w, code, map[string]string{"error": err.Error()})
+	writeJSON(w, code, map[string]string{"error": errorText(err)})
+}
+
+// errorText is err's message for an answer or a stream's last line: a full
+// disk says so (see diskFull), and switcher.ErrInvalid's own text ("invalid
+// request: ") is left out, since the 400 status, or the step "failed", says
+// it already, and for a port conflict on the idle colour it would blame the
+// request for the state of the machine.
+func errorText(err error) string {
+	if full := diskFull(err); full != nil {
+		err = full
+	}
+	msg := err.Error()
+	if errors.Is(err, switcher.ErrInvalid) {
+		msg = strings.Replace(msg, switcher.ErrInvalid.Error()+": ", "", 1)
+	}
+	return msg
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -255,6 +288,9 @@ func switchResult(res switcher.Result) SwitchResult {
 // operationError maps an error that ended an operation before its stream
 // started to the HTTP status it is answered with.
 func operationError(err error) error {
+	if full := diskFull(err); full != nil {
+		return full
+	}
 	switch {
 	case errors.Is(err, switcher.ErrInvalid):
 		return withStatus(http.StatusBadRequest, err)
@@ -315,7 +351,7 @@ func (s *Server) switchColor(w http.ResponseWriter, r *http.Request) error {
 	last.Result = &sr
 	if err != nil {
 		last.Step = "failed"
-		last.Error = err.Error()
+		last.Error = errorText(err)
 		last.Message = "switch failed"
 	} else {
 		last.Message = fmt.Sprintf("switched to %s in %s", res.To, res.Duration.Round(time.Millisecond))

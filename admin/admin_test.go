@@ -62,6 +62,9 @@ func call(t *testing.T, method, url, token, body string) (int, string, http.Head
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	if method == "POST" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -106,6 +109,7 @@ func TestNoTokenAcceptsLoopbackOnly(t *testing.T) {
 	for addr, want := range map[string]int{"127.0.0.1:5000": 200, "[::1]:5000": 200, "203.0.113.9:5000": 403} {
 		req := httptest.NewRequest("GET", "/v1/status", nil)
 		req.RemoteAddr = addr
+		req.Host = "127.0.0.1:9900"
 		rec := httptest.NewRecorder()
 		s.ServeHTTP(rec, req)
 		if rec.Code != want {

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/batonproxy/baton/switcher"
@@ -187,7 +188,7 @@ func deployLine(res switcher.DeployResult, sum string, err error, okMsg string) 
 	}
 	if err != nil {
 		last.Step = "failed"
-		last.Error = err.Error()
+		last.Error = errorText(err)
 		last.Message = "deploy failed"
 	}
 	return last
@@ -206,7 +207,7 @@ func (s *Server) parseDeploy(w http.ResponseWriter, r *http.Request) (req Deploy
 		}
 		req.Artifact, err = s.uploadName(req.Artifact)
 		return req, true, err
-	case "application/json", "":
+	case "application/json":
 		if err := decodeBody(w, r, &req); err != nil {
 			return req, false, err
 		}
@@ -243,7 +244,11 @@ func (s *Server) receive(w http.ResponseWriter, r *http.Request, name string) (a
 	case errors.As(err, &mbe):
 		return artifact{}, withStatus(http.StatusRequestEntityTooLarge, fmt.Errorf("artifact is over the limit of %d bytes (--max-artifact-size)", limit))
 	case err != nil:
-		return artifact{}, withStatus(http.StatusBadRequest, fmt.Errorf("upload of %s broke off after %d bytes: %w", name, n, err))
+		err = fmt.Errorf("upload of %s broke off after %d bytes: %w", name, n, err)
+		if full := diskFull(err); full != nil {
+			return artifact{}, full
+		}
+		return artifact{}, withStatus(http.StatusBadRequest, err)
 	case r.ContentLength >= 0 && n != r.ContentLength:
 		art.cleanup()
 		return artifact{}, withStatus(http.StatusBadRequest, fmt.Errorf("upload of %s: got %d of %d bytes", name, n, r.ContentLength))
@@ -286,7 +291,11 @@ func (s *Server) download(ctx context.Context, rawURL string) (artifact, error) 
 	art, n, err := s.store(name, io.LimitReader(resp.Body, limit+1))
 	switch {
 	case err != nil:
-		return artifact{}, withStatus(http.StatusBadGateway, fmt.Errorf("download %s broke off after %d bytes: %w", u.Redacted(), n, err))
+		err = fmt.Errorf("download %s broke off after %d bytes: %w", u.Redacted(), n, err)
+		if full := diskFull(err); full != nil {
+			return artifact{}, full
+		}
+		return artifact{}, withStatus(http.StatusBadGateway, err)
 	case n > limit:
 		art.cleanup()
 		return artifact{}, withStatus(http.StatusRequestEntityTooLarge, fmt.Errorf("download %s: over the limit of %d bytes (--max-artifact-size)", u.Redacted(), limit))
@@ -294,6 +303,29 @@ func (s *Server) download(ctx context.Context, rawURL string) (artifact, error) 
 	art.note = fmt.Sprintf("downloaded %s: %d bytes in %s, sha256 %s", u.Redacted(), n, time.Since(t).Round(time.Millisecond), art.sum)
 	return art, nil
 }
+
+// diskFull returns err as a 507 saying that baton's disk is full, if that
+// is why err happened, else nil: a full disk is baton's problem, not the
+// client's, and the operator must know nothing was changed.
+func diskFull(err error) error {
+	if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
+		return nil
+	}
+	return withStatus(http.StatusInsufficientStorage, &diskFullError{err})
+}
+
+// diskFullError is an error caused by a full disk, worded for the operator.
+type diskFullError struct{ err error }
+
+func (e *diskFullError) Error() string {
+	msg := "baton's disk is full: " + e.err.Error()
+	if !strings.Contains(msg, "nothing was changed") {
+		msg += "; nothing was changed"
+	}
+	return msg
+}
+
+func (e *diskFullError) Unwrap() error { return e.err }
 
 // store writes r to UploadDir/upload-*/name and returns it with its sha256.
 // On error nothing is left behind.
@@ -307,7 +339,7 @@ func (s *Server) store(name string, r io.Reader) (artifact, int64, error) {
 	}
 	cleanup := func() { os.RemoveAll(dir) }
 	p := filepath.Join(dir, name)
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := s.createFile(p)
 	if err != nil {
 		cleanup()
 		return artifact{}, 0, err

@@ -129,14 +129,14 @@ func TestDeployByPathAndURL(t *testing.T) {
 		w.Write([]byte("downloaded"))
 	}))
 	defer files.Close()
-	if code, _, raw := postDeploy(t, srv.URL+"/v1/deploy", "", `{"version":"v2","artifact":"`+files.URL+`/builds/app-v2.jar"}`); code != 200 {
+	if code, _, raw := postDeploy(t, srv.URL+"/v1/deploy", "application/json", `{"version":"v2","artifact":"`+files.URL+`/builds/app-v2.jar"}`); code != 200 {
 		t.Fatalf("deploy by URL: %d\n%s", code, raw)
 	}
 	if len(d.reqs) != 2 || d.reqs[0].Artifact != p || d.content[0] != "from disk" ||
 		filepath.Base(d.reqs[1].Artifact) != "app-v2.jar" || d.content[1] != "downloaded" || d.reqs[1].SHA256 != sum("downloaded") {
 		t.Errorf("deploys %+v, contents %q", d.reqs, d.content)
 	}
-	if code, _, raw := postDeploy(t, srv.URL+"/v1/deploy", "", `{"version":"v3","artifact":"`+files.URL+`/missing.jar"}`); code != http.StatusBadGateway {
+	if code, _, raw := postDeploy(t, srv.URL+"/v1/deploy", "application/json", `{"version":"v3","artifact":"`+files.URL+`/missing.jar"}`); code != http.StatusBadGateway {
 		t.Errorf("deploy of a missing URL: %d\n%s; want 502", code, raw)
 	}
 }
@@ -155,7 +155,7 @@ func TestDeployRefusals(t *testing.T) {
 		{"bad version", "version=1;rm&name=a", "application/octet-stream", "abc", 400, "version"},
 		{"relative path", "", "application/json", `{"version":"v1","artifact":"app.jar"}`, 400, "absolute"},
 		{"no version", "", "application/json", `{"artifact":"/x"}`, 400, "version"},
-		{"other type", "", "text/plain", "hi", 415, "Content-Type"},
+		{"other type", "", "application/xml", "<hi/>", 415, "Content-Type"},
 	} {
 		code, _, raw := postDeploy(t, srv.URL+"/v1/deploy?"+tc.query, tc.ct, tc.body)
 		if code != tc.code || !strings.Contains(raw, tc.want) {
@@ -177,4 +177,45 @@ func TestDeployRefusals(t *testing.T) {
 	if code, _, raw := postDeploy(t, srv.URL+"/v1/deploy", "application/json", `{"version":"v1"}`); code != 400 || !strings.Contains(raw, "no launcher") {
 		t.Errorf("deploy without a launcher: %d %s; want 400", code, raw)
 	}
+}
+
+// Issue 13, item 18: a port conflict on the idle colour read "invalid
+// request: green (…) is already in use …", as if the request were at
+// fault. The sentinel's text is not shown: the HTTP status (400 before the
+// stream) or the failed last line already says it.
+func TestErrorsDoNotSayInvalidRequest(t *testing.T) {
+	conflict := fmt.Errorf("deploy v2 to green: %w: green (127.0.0.1:8081) is already in use by a process baton did not start; stop it; blue keeps serving", switcher.ErrInvalid)
+	d := &midStreamDeployer{err: conflict}
+	srv := httptest.NewServer(New(Config{}, d))
+	t.Cleanup(srv.Close)
+	code, lines, raw := postDeploy(t, srv.URL+"/v1/deploy", "application/json", `{"version":"v2"}`)
+	if code != 200 || len(lines) == 0 {
+		t.Fatalf("deploy: %d\n%s", code, raw)
+	}
+	last := lines[len(lines)-1]
+	if last.Step != "failed" || strings.Contains(last.Error, "invalid request") || !strings.Contains(last.Error, "green (127.0.0.1:8081) is already in use") {
+		t.Errorf("last line error %q; want the conflict without \"invalid request\"", last.Error)
+	}
+
+	// Before the stream: a 400 whose reason does not repeat it either.
+	d.early = true
+	code, _, raw = postDeploy(t, srv.URL+"/v1/deploy", "application/json", `{"version":"v2"}`)
+	if code != 400 || strings.Contains(raw, "invalid request") || !strings.Contains(raw, "already in use") {
+		t.Errorf("early conflict: %d %s; want 400 without \"invalid request\"", code, raw)
+	}
+}
+
+// midStreamDeployer fails a deploy with err, after its first event unless
+// early is set.
+type midStreamDeployer struct {
+	fakeDeployer
+	err   error
+	early bool
+}
+
+func (m *midStreamDeployer) Deploy(ctx context.Context, req switcher.DeployRequest, emit func(switcher.Event)) (switcher.DeployResult, error) {
+	if !m.early {
+		emit(switcher.Event{Time: time.Now(), Step: "start", Message: "deploy"})
+	}
+	return switcher.DeployResult{Version: req.Version}, m.err
 }

@@ -281,7 +281,7 @@ func (s *Server) rollout(rl Roller) func(http.ResponseWriter, *http.Request) err
 			if body.Artifact, err = s.uploadName(body.Artifact); err != nil {
 				return err
 			}
-		case "application/json", "":
+		case "application/json":
 			if err := decodeBody(w, r, &body); err != nil {
 				return err
 			}
@@ -354,6 +354,10 @@ func (s *Server) steer(rl Roller) func(http.ResponseWriter, *http.Request) error
 		default:
 			return withStatus(http.StatusNotFound, fmt.Errorf("no such rollout action %q; use percent, promote or abort", cmd.Action))
 		}
+		// Steer answers with the rollout as the command leaves it
+		// ("promoting", "aborting"), so whether it was a watch is read
+		// before.
+		before := s.ctl.Status().Rollout
 		st, err := rl.Steer(cmd)
 		switch {
 		case errors.Is(err, switcher.ErrNoRollout):
@@ -363,7 +367,7 @@ func (s *Server) steer(rl Roller) func(http.ResponseWriter, *http.Request) error
 		case err != nil:
 			return err
 		}
-		if st.Phase == "watch" {
+		if before != nil && before.Phase == "watch" {
 			switch cmd.Action {
 			case "promote":
 				msg = "ending the watch: the old version is stopped"

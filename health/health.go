@@ -10,7 +10,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
+	"unicode"
 )
 
 // DefaultPath and DefaultTimeout are the probe defaults.
@@ -74,13 +76,38 @@ func (c *Checker) Check(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("GET %s: %w", req.URL, unwrapURLError(err))
 	}
-	// Drain a bounded amount so a chatty endpoint cannot hold us.
+	// The start of the body says why an app is unhealthy (Spring
+	// Actuator's names the failing component); then drain a bounded
+	// amount so a chatty endpoint cannot hold us.
+	head := make([]byte, BodyExcerpt)
+	n, _ := io.ReadFull(resp.Body, head)
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		if ex := excerpt(head[:n]); ex != "" {
+			return fmt.Errorf("GET %s: status %d: %w: %s", req.URL, resp.StatusCode, ErrUnhealthy, ex)
+		}
 		return fmt.Errorf("GET %s: status %d: %w", req.URL, resp.StatusCode, ErrUnhealthy)
 	}
 	return nil
+}
+
+// BodyExcerpt is how many bytes of an unhealthy answer's body its error
+// shows.
+const BodyExcerpt = 200
+
+// excerpt makes b fit on one line of an error: control characters (line
+// breaks included) become spaces, a cut multi-byte character is dropped,
+// and surrounding space is trimmed.
+func excerpt(b []byte) string {
+	s := strings.ToValidUTF8(string(b), "")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	return strings.TrimSpace(s)
 }
 
 // unwrapURLError drops the *url.Error layer, whose message repeats the URL.

@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -57,5 +58,36 @@ func TestRefusedAndTimeout(t *testing.T) {
 	}
 	if took := time.Since(start); took > 2*time.Second {
 		t.Errorf("timeout took %s; want ~100ms", took)
+	}
+}
+
+// Issue 13, item 18: a failing check said only "status 500: unhealthy",
+// while Spring Actuator's body names the failing component. The error now
+// carries the body's first 200 bytes, on one line.
+func TestUnhealthyErrorShowsTheBody(t *testing.T) {
+	body := `{"status":"DOWN","components":{"db":{"status":"DOWN","details":{"error":"Connection refused"}}}}` + "\n" + strings.Repeat("x", 300)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/vnd.spring-boot.actuator.v3+json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, body)
+	}))
+	t.Cleanup(srv.Close)
+	err := New("/health", time.Second).Check(context.Background(), srv.Listener.Addr().String())
+	if !errors.Is(err, ErrUnhealthy) {
+		t.Fatalf("err = %v; want ErrUnhealthy", err)
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "status 503") || !strings.Contains(msg, `"db":{"status":"DOWN","details":{"error":"Connection refused"}}`) {
+		t.Errorf("error %q; want the status and the body naming the failing component", msg)
+	}
+	if strings.Contains(msg, "\n") || strings.Contains(msg, strings.Repeat("x", 120)) {
+		t.Errorf("error %q; want the body cut at 200 bytes, on one line", msg)
+	}
+	// An empty body adds nothing.
+	empty := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) }))
+	t.Cleanup(empty.Close)
+	err = New("/health", time.Second).Check(context.Background(), empty.Listener.Addr().String())
+	if err == nil || !strings.HasSuffix(err.Error(), "status 500: unhealthy") {
+		t.Errorf("empty body: err = %v; want it to end in \"status 500: unhealthy\"", err)
 	}
 }

@@ -345,6 +345,12 @@ func (c *fastConn) readHead() (int, error) {
 			}
 			return n, parseRequest(buf[:n], &c.rh)
 		}
+		if !maybeHTTP1(buf) {
+			// An HTTP/0.9 line ("GET /"), or no HTTP at all: no blank
+			// line is coming, so net/http answers it now (400, or 505)
+			// instead of the read-header timeout ending it.
+			return 0, errNotFast
+		}
 		if len(buf) == c.br.Size() {
 			if c.br.Size() >= c.s.maxHead {
 				return 0, errNotFast // net/http reads larger heads, up to MaxHeaderBytes
@@ -447,7 +453,8 @@ func (c *fastConn) fast() bool {
 // Fallback. It reports whether Fallback took it.
 func (c *fastConn) handOff() bool {
 	c.setState(http.StateHijacked) // Fallback reports it afresh, as its own
-	hc := &handoffConn{Conn: c.nc, br: c.br, rest: c.src, tls: c.tlsState}
+	hc := &handoffConn{Conn: c.nc, tls: c.tlsState}
+	hc.s = screen{src: &readAhead{br: c.br, rest: c.src}, limit: screenLimit(c.s.Fallback.MaxHeaderBytes)}
 	if c.s.readHeaderTimeout > 0 {
 		c.nc.SetReadDeadline(time.Time{}) // Fallback sets its own
 	}
@@ -466,6 +473,9 @@ func (c *fastConn) serveRequest(headLen int) bool {
 		if string(rh.host) != c.host {
 			c.host = string(rh.host)
 		}
+	}
+	if code, msg := h.refuse(c.method); code != 0 {
+		return c.writeError(code, msg, !c.skipRequest(headLen, int64(c.br.Buffered()-headLen) >= rh.contentLength))
 	}
 	u := h.acquire()
 	if u == nil {
@@ -724,7 +734,12 @@ func (c *fastConn) writeRequestHead(bw *bufio.Writer) {
 	for i := 0; i < rh.n; i++ {
 		f := &rh.fields[i]
 		switch f.kind {
-		case fOther, fHost, fContentLength:
+		case fOther:
+			if dropsRequestField(c.h.underscores, f.name) {
+				continue
+			}
+			fallthrough
+		case fHost, fContentLength:
 			bw.Write(f.name)
 			bw.WriteString(": ")
 			bw.Write(f.value)
@@ -821,6 +836,8 @@ func (c *fastConn) waitBody(done chan error, uc *upConn) error {
 // returns how many bytes of uc's buffer the head occupies (to discard once
 // it is relayed), or 0 if it was copied into c.scratch.
 func (c *fastConn) readResponseHead(uc *upConn) (int, error) {
+	uc.limitHead()
+	defer uc.endHead()
 	br := uc.br
 	if _, err := br.Peek(1); err != nil {
 		return 0, err
@@ -842,20 +859,13 @@ func (c *fastConn) readResponseHead(uc *upConn) (int, error) {
 	}
 }
 
-// maxResponseHead bounds an answer head; nginx's default is 4 or 8 KiB
-// (proxy_buffer_size), net/http's client takes up to 1 MiB.
-const maxResponseHead = 256 << 10
-
 func (c *fastConn) readLargeResponseHead(br *bufio.Reader) error {
 	c.scratch = c.scratch[:0]
 	for {
 		line, err := br.ReadSlice('\n')
 		c.scratch = append(c.scratch, line...)
 		if err != nil && err != bufio.ErrBufferFull {
-			return err
-		}
-		if len(c.scratch) > maxResponseHead {
-			return errBadResponse{fmt.Sprintf("head over %d bytes", maxResponseHead)}
+			return err // errHeadTooLarge past maxResponseHead: see limitHead
 		}
 		if n, bareLF := endOfHead(c.scratch); n >= 0 {
 			if bareLF || n != len(c.scratch) {
@@ -1132,22 +1142,29 @@ func (l *handoffListener) give(c net.Conn) bool {
 }
 
 // handoffConn is a connection handed to Fallback: reads start with what the
-// fast path had read ahead.
+// fast path had read ahead, and are screened (screen.go).
 type handoffConn struct {
 	net.Conn
-	br   *bufio.Reader        // nil once drained
-	rest io.Reader            // then fastConn.src: a byte a watch kept, then Conn
-	tls  *tls.ConnectionState // of the TLS connection under it, if any
+	s   screen               // reads a readAhead
+	tls *tls.ConnectionState // of the TLS connection under it, if any
 }
 
-func (c *handoffConn) Read(p []byte) (int, error) {
-	if c.br != nil {
-		if c.br.Buffered() > 0 {
-			return c.br.Read(p)
+func (c *handoffConn) Read(p []byte) (int, error) { return c.s.Read(p) }
+
+// readAhead reads what the fast path had buffered, then the connection.
+type readAhead struct {
+	br   *bufio.Reader // nil once drained
+	rest io.Reader     // then fastConn.src: a byte a watch kept, then Conn
+}
+
+func (r *readAhead) Read(p []byte) (int, error) {
+	if r.br != nil {
+		if r.br.Buffered() > 0 {
+			return r.br.Read(p)
 		}
-		c.br = nil
+		r.br = nil
 	}
-	return c.rest.Read(p)
+	return r.rest.Read(p)
 }
 
 // CloseWrite lets net/http half-close the connection before closing it, as

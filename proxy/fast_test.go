@@ -102,7 +102,7 @@ func frontEnds(t *testing.T, appAddr string, opts Options) (fast *FastServer, fa
 	if err != nil {
 		t.Fatal(err)
 	}
-	go ref.Serve(rln)
+	go ref.Serve(ScreenListener(rln, ref.MaxHeaderBytes)) // as baton serve does without the fast path
 	t.Cleanup(func() { ref.Close() })
 	return fast, fln.Addr().String(), rln.Addr().String()
 }
@@ -207,6 +207,8 @@ func TestFastPathMatchesNetHTTP(t *testing.T) {
 		{"304", "GET /?status=304 HTTP/1.1\r\nHost: h\r\n\r\n", "GET", 1, 0},
 		{"500 from app", "GET /?status=500 HTTP/1.1\r\nHost: h\r\n\r\n", "GET", 1, 0},
 		{"pipelined", "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nPOST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhiGET /3 HTTP/1.1\r\nHost: h\r\n\r\n", "GET", 3, 0},
+		{"header names with _ (dropped)", "GET / HTTP/1.1\r\nHost: h\r\nX_Real_IP: 6.6.6.6\r\nX_Forwarded_Proto: https\r\n\r\n", "GET", 1, 0},
+		{"TRACE (405)", "TRACE / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", "GET", 2, 0},
 		{"pipelined, then one for net/http", "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nPOST /2 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\nGET /3 HTTP/1.1\r\nHost: h\r\n\r\n", "GET", 1, 1},
 
 		// Left to net/http: answers must still agree.
@@ -216,6 +218,9 @@ func TestFastPathMatchesNetHTTP(t *testing.T) {
 		{"Expect 100-continue", "POST /c HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nab", "POST", 0, 1},
 		{"upgrade", "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", "GET", 0, 1},
 		{"HTTP/1.0", "GET / HTTP/1.0\r\nHost: h\r\n\r\n", "GET", 0, 1},
+		{"HTTP/1.0 with TE and CL (400)", "POST / HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n" +
+			"GET / HTTP/1.1\r\nHost: h\r\n\r\n", "GET", 0, 1},
+		{"HTTP/0.9 (400)", "GET /\r\n", "GET", 0, 1},
 		{"absolute target", "GET http://h/x HTTP/1.1\r\nHost: h\r\n\r\n", "GET", 0, 1},
 		{"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", "OPTIONS", 0, 1},
 		{"no Host", "GET / HTTP/1.1\r\nX: y\r\n\r\n", "GET", 0, 1},
@@ -237,7 +242,7 @@ func TestFastPathMatchesNetHTTP(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			fast, fastAddr, refAddr := frontEnds(t, appAddr, Options{})
-			n := strings.Count(tc.raw, " HTTP/1.") // requests in it
+			n := max(strings.Count(tc.raw, " HTTP/1."), 1) // requests in it (an HTTP/0.9 line counts too)
 			got, gotBodies := exchange(t, fastAddr, tc.raw, tc.method, n)
 			want, wantBodies := exchange(t, refAddr, tc.raw, tc.method, n)
 			if len(got) != len(want) {

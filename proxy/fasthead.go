@@ -80,6 +80,18 @@ var (
 	crlf     = []byte("\r\n")
 )
 
+// maybeHTTP1 reports whether b, the start of a request head, can still
+// become an HTTP/1.0 or HTTP/1.1 one: its first line is incomplete or ends
+// in one of those versions.
+func maybeHTTP1(b []byte) bool {
+	eol := bytes.IndexByte(b, '\n')
+	if eol < 0 {
+		return true
+	}
+	line := bytes.TrimSuffix(b[:eol], []byte("\r"))
+	return bytes.HasSuffix(line, []byte(" HTTP/1.1")) || bytes.HasSuffix(line, []byte(" HTTP/1.0"))
+}
+
 // parseRequest parses head (request line through blank line) into rh, or
 // returns errNotFast.
 func parseRequest(head []byte, rh *reqHead) error {
@@ -500,6 +512,13 @@ var errChunked = errors.New("proxy: malformed chunked body from the app")
 // trailers included, and stops after its last line. Each chunk is flushed
 // to the client once src has nothing more buffered, so that a stream (SSE,
 // a long poll answered in parts) is not held back.
+//
+// Since the framing is relayed, it is checked before it is written: a
+// chunk-size line with a CR or a control byte in its extension, chunk data
+// not followed by CRLF, or a trailer that is not a valid header field
+// (CR, NUL) ends the copy with errChunked, and the caller cuts the client
+// off. net/http's chunked reader refuses the same, or re-chunks and drops
+// the extension.
 func copyChunked(dst *bufio.Writer, src *bufio.Reader, buf []byte, flush func() error) error {
 	for {
 		if src.Buffered() == 0 && dst.Buffered() > 0 {
@@ -514,7 +533,7 @@ func copyChunked(dst *bufio.Writer, src *bufio.Reader, buf []byte, flush func() 
 			return err
 		}
 		size, ok := chunkSize(line)
-		if !ok {
+		if !ok || !validFieldValue(line[:len(line)-2]) {
 			return errChunked
 		}
 		if _, err := dst.Write(line); err != nil {
@@ -527,6 +546,11 @@ func copyChunked(dst *bufio.Writer, src *bufio.Reader, buf []byte, flush func() 
 				if err != nil {
 					return err
 				}
+				if len(line) > 2 {
+					if _, _, _, ok := nextField(line); !ok {
+						return errChunked
+					}
+				}
 				if _, err := dst.Write(line); err != nil {
 					return err
 				}
@@ -535,9 +559,26 @@ func copyChunked(dst *bufio.Writer, src *bufio.Reader, buf []byte, flush func() 
 				}
 			}
 		}
-		if err := copyN(dst, src, size+2, buf, flush); err != nil {
+		if err := copyN(dst, src, size, buf, flush); err != nil {
 			return err
 		}
+		if src.Buffered() < 2 && dst.Buffered() > 0 {
+			if err := flush(); err != nil { // the data goes out before we wait for its CRLF
+				return err
+			}
+		}
+		end, err := src.Peek(2)
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		if end[0] != '\r' || end[1] != '\n' {
+			return errChunked
+		}
+		dst.Write(crlf)
+		src.Discard(2)
 	}
 }
 

@@ -63,6 +63,14 @@ type Options struct {
 	// for. Nil trusts nobody: X-Real-IP is the socket peer, and any
 	// X-Forwarded-For the client sent is kept but only appended to.
 	TrustedProxies []netip.Prefix
+	// UnderscoresInHeaders keeps request header fields whose name has an
+	// "_" in it. False (the default, as nginx's underscores_in_headers
+	// off) drops them: app servers that map "-" and "_" to the same name
+	// (CGI, WSGI, Rack) would read X_Real_IP as X-Real-IP.
+	UnderscoresInHeaders bool
+	// AllowTrace passes TRACE requests to the app. False (the default)
+	// answers them 405: TRACE echoes the request, cookies included.
+	AllowTrace bool
 }
 
 // Observer receives request outcomes, e.g. to export metrics. Implementations
@@ -89,6 +97,8 @@ type Handler struct {
 	respTimeout  time.Duration // Options.UpstreamTimeout
 	observer     Observer
 	trusted      trustedProxies
+	underscores  bool // Options.UnderscoresInHeaders
+	allowTrace   bool // Options.AllowTrace
 	bufPool      bufferPool
 	mu           sync.Mutex // serialises Route; never taken by requests
 }
@@ -102,6 +112,8 @@ func NewHandler(opts Options) *Handler {
 		respTimeout:  opts.UpstreamTimeout,
 		observer:     opts.Observer,
 		trusted:      opts.TrustedProxies,
+		underscores:  opts.UnderscoresInHeaders,
+		allowTrace:   opts.AllowTrace,
 	}
 	if h.logger == nil {
 		h.logger = slog.New(slog.DiscardHandler)
@@ -129,6 +141,10 @@ func (h *Handler) Live() *Upstream { return h.live.Load() }
 // ServeHTTP proxies r to the live upstream or, while a Split is active, to
 // whichever of the live upstream and the canary the split picks for r.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if code, msg := h.refuse(r.Method); code != 0 {
+		http.Error(w, msg, code)
+		return
+	}
 	var u *Upstream
 	if s := h.split.Load(); s == nil {
 		u = h.acquire()
@@ -171,6 +187,41 @@ func (h *Handler) acquire() *Upstream {
 	}
 }
 
+// The rules below decide for both front ends (FastServer and ServeHTTP)
+// what of a client's request baton refuses or drops; each front end calls
+// them with what it parsed.
+
+// refuse returns the status and body with which a request with method is
+// answered by baton itself instead of the app, or 0 if it goes on. TRACE
+// is refused unless Options.AllowTrace: it makes the app echo the request,
+// cookies and credentials included, to whoever can get a script to send it.
+func (h *Handler) refuse(method string) (int, string) {
+	if method == http.MethodTrace && !h.allowTrace {
+		return http.StatusMethodNotAllowed, msgTraceRefused
+	}
+	return 0, ""
+}
+
+const msgTraceRefused = "405 Method Not Allowed: TRACE is turned off (baton serve --allow-trace turns it on)"
+
+// dropsRequestField reports whether a request header field named name is
+// dropped before the request reaches the app: a name with "_" in it, unless
+// keepUnderscores (Options.UnderscoresInHeaders). CGI, WSGI and Rack map
+// "-" and "_" to the same variable, so X_Real_IP sent by a client would
+// merge into the X-Real-IP baton sets (nginx drops them for the same
+// reason: underscores_in_headers off).
+func dropsRequestField[T string | []byte](keepUnderscores bool, name T) bool {
+	if keepUnderscores {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] == '_' {
+			return true
+		}
+	}
+	return false
+}
+
 func (h *Handler) newReverseProxy(u *Upstream) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -178,6 +229,11 @@ func (h *Handler) newReverseProxy(u *Upstream) *httputil.ReverseProxy {
 			// the app's address, and the app wants the public host name.
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = u.addr
+			for k := range pr.Out.Header {
+				if dropsRequestField(h.underscores, k) {
+					delete(pr.Out.Header, k)
+				}
+			}
 			h.setForwarded(pr)
 		},
 		Transport:    &retryTransport{h: h, u: u},

@@ -74,6 +74,7 @@ func newTransport(addr string) *transport {
 type upConn struct {
 	t      *transport
 	nc     net.Conn
+	lim    headLimiter // what br reads
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	idleAt time.Time
@@ -86,6 +87,46 @@ type upConn struct {
 	stop    func() bool // unregisters the context watcher
 	written chan error  // result of the body writer, if the request has a body
 }
+
+// maxResponseHead bounds an answer head from the app on both front ends;
+// a longer one is a 502. nginx's default is 4 or 8 KiB
+// (proxy_buffer_size), net/http's client takes up to 1 MiB (and then some:
+// one 100 MiB header field cost baton 400 MB of memory before the bound).
+const maxResponseHead = 256 << 10
+
+// errHeadTooLarge is an answer head over maxResponseHead.
+var errHeadTooLarge = errBadResponse{fmt.Sprintf("head over %d KiB", maxResponseHead>>10)}
+
+// headLimiter is what an upConn's reader reads: the connection, with a
+// budget of bytes while an answer head is read, so that no app can make
+// baton buffer an unbounded head. left < 0 means no budget (a body).
+type headLimiter struct {
+	nc   net.Conn
+	left int64
+}
+
+func (l *headLimiter) Read(p []byte) (int, error) {
+	if l.left < 0 {
+		return l.nc.Read(p)
+	}
+	if l.left == 0 {
+		return 0, errHeadTooLarge
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.nc.Read(p)
+	l.left -= int64(n)
+	return n, err
+}
+
+// limitHead starts the budget of an answer head: maxResponseHead, less
+// what br holds already (the head's start). Both front ends call it
+// before reading a head, and endHead once it is read.
+func (c *upConn) limitHead() { c.lim.left = max(maxResponseHead-int64(c.br.Buffered()), 0) }
+
+// endHead lifts the budget: what follows the head is a body.
+func (c *upConn) endHead() { c.lim.left = -1 }
 
 // aLongTimeAgo is a deadline in the past, to wake up a blocked read or write.
 var aLongTimeAgo = time.Unix(1, 0)
@@ -161,11 +202,12 @@ func (t *transport) dial(ctx context.Context) (*upConn, error) {
 		return nil, err // a *net.OpError with Op "dial": see isDialError
 	}
 	c := &upConn{
-		t:  t,
-		nc: nc,
-		br: bufio.NewReaderSize(nc, 4<<10),
-		bw: bufio.NewWriterSize(nc, 4<<10),
+		t:   t,
+		nc:  nc,
+		lim: headLimiter{nc: nc, left: -1},
+		bw:  bufio.NewWriterSize(nc, 4<<10),
 	}
+	c.br = bufio.NewReaderSize(&c.lim, 4<<10)
 	c.abort = func() { c.nc.SetDeadline(aLongTimeAgo) }
 	c.peek.init(nc)
 	return c, nil
@@ -548,7 +590,9 @@ func (c *upConn) readResponse(req *http.Request) (*http.Response, error) {
 	}
 	var trace *httptrace.ClientTrace
 	for n := 0; ; n++ {
+		c.limitHead()
 		resp, err := http.ReadResponse(c.br, req)
+		c.endHead()
 		if err != nil {
 			return nil, err
 		}

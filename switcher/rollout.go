@@ -221,7 +221,8 @@ type RolloutStatus struct {
 	// Kind is the operation: rollout, deploy or switch.
 	Kind string `json:"kind"`
 	// Phase is "canary" (traffic is split) or "watch" (the new version
-	// takes it all; the old one still runs).
+	// takes it all; the old one still runs); "promoting" or "aborting"
+	// once such a command was taken, until the rollout has ended.
 	Phase   string `json:"phase"`
 	Version string `json:"version,omitempty"`
 	Old     string `json:"old"`
@@ -279,6 +280,16 @@ func (r *run) update(f func(*RolloutStatus)) {
 	r.mu.Lock()
 	f(&r.status)
 	r.mu.Unlock()
+}
+
+// settle records, before a promote or abort command is answered, what the
+// command does: phase "promoting" or "aborting", and the new version's
+// share once it is done (100 or 0). Steer answers with it, so the caller
+// sees the rollout as the command leaves it, not as it was.
+func (r *run) settle(phase string, percent int) {
+	r.update(func(st *RolloutStatus) {
+		st.Phase, st.Percent, st.StepSince, st.NextStep = phase, percent, time.Now(), time.Time{}
+	})
 }
 
 func (r *run) snapshot() RolloutStatus {
@@ -443,13 +454,13 @@ func (s *Switcher) Rollout(ctx context.Context, req RolloutRequest, emit func(Ev
 		}
 		res.Stopped = s.stopOld(ctx, to, ev)
 		if why.reason == "" {
-			return finish("failed", fmt.Errorf("%s %s to %s: %s; %s keeps serving", kind, req.Version, to, why.msg, from))
+			return finish("failed", fmt.Errorf("%s %s to %s: %s; %s", kind, req.Version, to, why.msg, s.keepsServing(ctx, from)))
 		}
 		obs.Rollback(why.reason)
 		if why.reason == ReasonCommand {
-			return finish("aborted", fmt.Errorf("%s %s to %s: %w: %s; %s keeps serving", kind, req.Version, to, ErrAborted, why.msg, from))
+			return finish("aborted", fmt.Errorf("%s %s to %s: %w: %s; %s", kind, req.Version, to, ErrAborted, why.msg, s.keepsServing(ctx, from)))
 		}
-		return finish("rolled_back", fmt.Errorf("%s %s to %s: %w: %s; %s keeps serving", kind, req.Version, to, ErrRolledBack, why.msg, from))
+		return finish("rolled_back", fmt.Errorf("%s %s to %s: %w: %s; %s", kind, req.Version, to, ErrRolledBack, why.msg, s.keepsServing(ctx, from)))
 	}
 
 	// Promote: the route swap sends everything to the new version (the
@@ -539,9 +550,11 @@ func (s *Switcher) canary(sp Splitter, proc Process, exit *exitWatch, req Rollou
 				}
 				c.reply <- err
 			case "promote":
+				r.settle("promoting", 100)
 				c.reply <- nil
 				return true, rollbackWhy{}
 			case "abort":
+				r.settle("aborting", 0)
 				c.reply <- nil
 				return false, rollbackWhy{ReasonCommand, "aborted by command"}
 			default:
@@ -670,10 +683,12 @@ func (s *Switcher) watch(r *run, w Watch, base *sample, win *window, from, to Co
 		case c := <-r.cmds:
 			switch c.Action {
 			case "promote":
+				r.settle("promoting", 100)
 				c.reply <- nil
 				ev("watch", "ended early by command", 0)
 				return nil
 			case "abort":
+				r.settle("aborting", 0)
 				c.reply <- nil
 				return &rollbackWhy{ReasonCommand, "rolled back by command"}
 			case "percent":
@@ -736,7 +751,7 @@ func (s *Switcher) Steer(cmd RolloutCommand) (RolloutStatus, error) {
 func (s *Switcher) launchIdle(ctx context.Context, kind string, l Launcher, req DeployRequest, installed bool, res *DeployResult, ev stepFunc) (Process, error) {
 	from, to := res.From, res.To
 	if err := s.clearIdle(ctx, to, ev); err != nil {
-		return nil, fmt.Errorf("%s %s to %s: %w; %s keeps serving", kind, req.Version, to, err, from)
+		return nil, fmt.Errorf("%s %s to %s: %w; %s", kind, req.Version, to, err, s.keepsServing(ctx, from))
 	}
 	t := time.Now()
 	proc, err := l.Launch(ctx, LaunchSpec{
@@ -744,7 +759,7 @@ func (s *Switcher) launchIdle(ctx context.Context, kind string, l Launcher, req 
 		Progress: func(msg string) { ev("install", msg, 0) },
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s %s to %s: %w: %w; %s keeps serving", kind, req.Version, to, ErrLaunch, err, from)
+		return nil, fmt.Errorf("%s %s to %s: %w: %w; %s", kind, req.Version, to, ErrLaunch, err, s.keepsServing(ctx, from))
 	}
 	res.Instance = proc.Record()
 	res.Instance.Addr = s.cfg.Addrs[to]
@@ -762,7 +777,7 @@ func (s *Switcher) launchIdle(ctx context.Context, kind string, l Launcher, req 
 		}
 		ev("stop", desc, time.Since(t))
 		res.LogTail = s.logTail(sctx, proc, res.Instance.Log, ev)
-		return nil, fmt.Errorf("%s %s to %s: %w; %s keeps serving (log: %s)", kind, req.Version, to, err, from, res.Instance.Log)
+		return nil, fmt.Errorf("%s %s to %s: %w; %s (log: %s)", kind, req.Version, to, err, s.keepsServing(sctx, from), res.Instance.Log)
 	}
 	return proc, nil
 }

@@ -536,3 +536,46 @@ func TestWindowForgetsOldAnswers(t *testing.T) {
 		t.Errorf("window after 1.7s: %d errors of %d; want 0 of 50 (the errors are older than 1s)", d.errors, d.responses)
 	}
 }
+
+// Issue 13, item 16: 'baton rollout --abort' and '--promote' printed the
+// rollout as it was before the command. Steer now answers with what the
+// command did: the share the new version is left with and what happens
+// next, for a canary and for the watch after a deploy.
+func TestSteerAnswersTheStateAfterTheCommand(t *testing.T) {
+	for _, tc := range []struct {
+		name, action, phase string
+		watch               bool
+		percent             int
+	}{
+		{"canary abort", "abort", "aborting", false, 0},
+		{"canary promote", "promote", "promoting", false, 100},
+		{"watch abort", "abort", "aborting", true, 0},
+		{"watch promote", "promote", "promoting", true, 100},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newRolloutFixture(t)
+			want := "canary"
+			done := make(chan error, 1)
+			if tc.watch {
+				want = "watch"
+				go func() {
+					_, err := f.sw.Deploy(context.Background(), DeployRequest{Version: "v2", Watch: Watch{Duration: time.Minute}}, nil)
+					done <- err
+				}()
+			} else {
+				wait := f.start(t, RolloutRequest{DeployRequest: DeployRequest{Version: "v2"}, Steps: []int{10, 50}, StepInterval: time.Minute})
+				go func() { _, _, err := wait(); done <- err }()
+			}
+			f.waitRollout(t, want)
+			st, err := f.sw.Steer(RolloutCommand{Action: tc.action})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Phase != tc.phase || st.Percent != tc.percent || !st.NextStep.IsZero() {
+				t.Errorf("Steer(%s) answered phase %q, %d%%, next step %v; want %q, %d%%, no next step",
+					tc.action, st.Phase, st.Percent, st.NextStep, tc.phase, tc.percent)
+			}
+			<-done
+		})
+	}
+}

@@ -389,7 +389,7 @@ func (s *Switcher) runSwitchWatch(ctx context.Context, kind string, from, to Col
 	ev("start", fmt.Sprintf("%s %s: %s (%s) → %s (%s)", kind, res.ID, from, s.cfg.Addrs[from], to, s.cfg.Addrs[to]), 0)
 
 	if err := s.waitHealthy(ctx, to, ev); err != nil {
-		err = fmt.Errorf("%s to %s: %w; %s keeps serving", kind, to, err, from)
+		err = fmt.Errorf("%s to %s: %w; %s", kind, to, err, s.keepsServing(ctx, from))
 		s.record(kind, "", &res, started, err)
 		return res, err
 	}
@@ -402,6 +402,20 @@ func (s *Switcher) runSwitchWatch(ctx context.Context, kind string, from, to Col
 	res.Duration = time.Since(started)
 	s.record(kind, "", &res, started, err)
 	return res, err
+}
+
+// keepsServing says what serves after an operation away from c failed:
+// "blue keeps serving" if blue's app answers its health check, else that no
+// app answers there (the first deploy with nothing on blue, or an app that
+// died), so an operator does not read "keeps serving" as all is well. The
+// check runs even if ctx is cancelled (a caller that went away), bounded.
+func (s *Switcher) keepsServing(ctx context.Context, c Color) string {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := s.prober.Check(cctx, s.cfg.Addrs[c]); err != nil {
+		return fmt.Sprintf("%s stays live, but no app answers on %s (%v)", c, c, err)
+	}
+	return c.String() + " keeps serving"
 }
 
 // markPending saves d as the running operation, before it changes

@@ -390,3 +390,22 @@ func TestExclusiveBlocksSwitchesAndHolds(t *testing.T) {
 		t.Fatalf("switch after a held upgrade: %v; want ErrBusy", err)
 	}
 }
+
+// Issue 13, item 18: a failed switch said "blue keeps serving" when no app
+// answered on blue at all (the first deploy, or blue's app died). It says
+// that only when blue answers its health check, else that nothing serves.
+func TestFailedSwitchSaysWhetherTheOldColourServes(t *testing.T) {
+	green := newHealthApp(t, 500)
+	f := newFixture(t, deadAddr(t), green.addr(), Config{HealthDeadline: 200 * time.Millisecond})
+	_, err := f.sw.Switch(context.Background(), SwitchRequest{}, nil)
+	if !errors.Is(err, ErrHealth) {
+		t.Fatalf("err = %v; want ErrHealth", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "blue keeps serving") || !strings.Contains(msg, "no app answers on blue") ||
+		!strings.Contains(msg, "connection refused") {
+		t.Errorf("error %q; want it to say that no app answers on blue, and why", msg)
+	}
+	if f.sw.Live() != Blue {
+		t.Errorf("live = %s; want blue unchanged", f.sw.Live())
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,11 +30,22 @@ type adminClient struct {
 type clientFlags struct {
 	admin     string
 	tokenFile string
+	ca        string
 }
 
+// defaultAdminURL is where the client commands find the admin API without
+// --admin or $BATON_ADMIN.
+const defaultAdminURL = "http://127.0.0.1:9900"
+
 func (c *clientFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&c.admin, "admin", envOr("BATON_ADMIN", "http://127.0.0.1:9900"), "admin API `URL` [$BATON_ADMIN]")
+	c.registerAdmin(fs, envOr("BATON_ADMIN", defaultAdminURL), "admin API `URL` [$BATON_ADMIN]")
+}
+
+// registerAdmin registers the admin flags with def as --admin's default.
+func (c *clientFlags) registerAdmin(fs *pflag.FlagSet, def, usage string) {
+	fs.StringVar(&c.admin, "admin", def, usage)
 	fs.StringVar(&c.tokenFile, "admin-token-file", os.Getenv("BATON_ADMIN_TOKEN_FILE"), "`file` holding the admin token [$BATON_ADMIN_TOKEN_FILE; or the token in $BATON_ADMIN_TOKEN]")
+	fs.StringVar(&c.ca, "admin-ca", os.Getenv("BATON_ADMIN_CA"), "PEM `file` of the CA (or the certificate itself) to trust for an https --admin, instead of the system's [$BATON_ADMIN_CA]")
 }
 
 func (c *clientFlags) client() (*adminClient, error) {
@@ -45,8 +57,23 @@ func (c *clientFlags) client() (*adminClient, error) {
 	if err != nil {
 		return nil, err
 	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// An upload waits this long for baton's "100 Continue" or refusal
+	// before it sends the artifact anyway; baton decides at once, so this
+	// only matters for a server that ignores Expect.
+	tr.ExpectContinueTimeout = 5 * time.Second
+	if c.ca != "" {
+		if !strings.HasPrefix(base, "https://") {
+			return nil, usageError(fmt.Errorf("--admin-ca needs an https --admin URL; --admin is %q", c.admin))
+		}
+		pool, err := readCertPool("--admin-ca", c.ca, nil)
+		if err != nil {
+			return nil, err
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	}
 	// No client timeout: a switch streams for as long as its drain takes.
-	return &adminClient{base: base, token: tok, http: &http.Client{}}, nil
+	return &adminClient{base: base, token: tok, http: &http.Client{Transport: tr}}, nil
 }
 
 func (c *adminClient) do(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
@@ -54,7 +81,9 @@ func (c *adminClient) do(ctx context.Context, method, path string, body io.Reade
 	if err != nil {
 		return nil, err
 	}
-	if body != nil {
+	if method != http.MethodGet {
+		// Every POST says it is JSON, an empty one too: the admin API
+		// refuses a POST without it as a possible web page's form.
 		req.Header.Set("Content-Type", "application/json")
 	}
 	return c.send(req)

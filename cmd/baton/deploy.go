@@ -107,11 +107,23 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		resp, err = uploadDeploy(ctx, c, endpoint, extra, artifact, ver, sum, stdout, asJSON)
 	}
 	if err != nil {
-		return err
+		return cancelled(ctx, err)
 	}
 	defer resp.Body.Close()
 	err = followStream(resp.Body, stdout, asJSON, pf.onLine)
-	return pf.finish(stdout, err)
+	return pf.finish(stdout, cancelled(ctx, err))
+}
+
+// cancelled turns the error of a deploy that Ctrl-C (SIGINT, what a Jenkins
+// abort sends) or SIGTERM interrupted into what happened: closing the
+// request cancels the deploy on baton's side, which stops the new instance
+// if it has not taken traffic yet. Once the swap has happened the deploy
+// completes, since stopping then would drop the requests it serves.
+func cancelled(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	return errors.New("deploy cancelled: baton stops the new instance unless traffic had already moved to it, in which case the deploy completes; check 'baton status'")
 }
 
 // uploadDeploy sends the file at path as the body of POST endpoint
@@ -154,6 +166,11 @@ func uploadDeploy(ctx context.Context, c *adminClient, endpoint string, extra ur
 	}
 	req.ContentLength = fi.Size()
 	req.Header.Set("Content-Type", "application/octet-stream")
+	// Ask before sending: baton answers a wrong token (401), a running
+	// operation (409) or an artifact over its limit (413) without reading
+	// the body, and the file is then never sent. The admin API (Go's
+	// net/http) sends 100 Continue only when the deploy reads the body.
+	req.Header.Set("Expect", "100-continue")
 	if !quiet {
 		fmt.Fprintf(stdout, "uploading %s: %d bytes, sha256 %s\n", path, fi.Size(), sum)
 	}

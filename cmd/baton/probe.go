@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,8 +47,6 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		plots       []string
 		asJSON      bool
 		caFile      string
-		adminURL    string
-		tokenFile   string
 	)
 	fs := newFlagSet("probe", probeSynopsis, stdout)
 	fs.DurationVar(&duration, "duration", 0, "how long to probe; 0 means until interrupted")
@@ -71,8 +68,10 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&maxFailures, "max-failures", 0, "exit 1 when more requests than this failed")
 	fs.StringArrayVar(&plots, "plot", nil, "write a timeline plot to `file` (.svg or .png); may be repeated")
 	fs.BoolVar(&asJSON, "json", false, "print the summary as JSON")
-	fs.StringVar(&adminURL, "admin", "", "admin API `URL`; if set, switches during the probe are read from its status and shown")
-	fs.StringVar(&tokenFile, "admin-token-file", os.Getenv("BATON_ADMIN_TOKEN_FILE"), "`file` holding the admin token [$BATON_ADMIN_TOKEN_FILE; or the token in $BATON_ADMIN_TOKEN]")
+	// Like every client command it reads $BATON_ADMIN; unlike them it
+	// needs no admin API, so without one it shows no switches.
+	var cf clientFlags
+	cf.registerAdmin(fs, os.Getenv("BATON_ADMIN"), "admin API `URL` [$BATON_ADMIN]; if set, switches during the probe are read from its status and shown")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return err
@@ -87,13 +86,9 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError(errors.New("--duration and --max-failures must not be negative"))
 	}
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
+		pool, err := readCertPool("--cacert", caFile, nil)
 		if err != nil {
-			return fmt.Errorf("--cacert: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("--cacert %s: no PEM certificate in it", caFile)
+			return err
 		}
 		cfg.TLS = &tls.Config{RootCAs: pool}
 	}
@@ -101,9 +96,9 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError(err)
 	}
 	var client *adminClient
-	if adminURL != "" {
+	if cf.admin != "" {
 		var err error
-		if client, err = (&clientFlags{admin: adminURL, tokenFile: tokenFile}).client(); err != nil {
+		if client, err = cf.client(); err != nil {
 			return err
 		}
 	}

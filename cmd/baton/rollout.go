@@ -362,6 +362,10 @@ func printRollout(w io.Writer, r *switcher.RolloutStatus, now time.Time) {
 	case "watch":
 		fmt.Fprintf(w, "\nwatch: %s, %s takes all requests, %s kept running for %s more\n", what, r.New, r.Old,
 			max(r.WatchUntil.Sub(now), 0).Round(time.Second))
+	case "promoting":
+		fmt.Fprintf(w, "\npromoting: %s, %s takes all requests; %s is drained and stopped\n", what, r.New, r.Old)
+	case "aborting":
+		fmt.Fprintf(w, "\naborting: %s, all requests go to %s again; %s is drained and stopped\n", what, r.Old, r.New)
 	}
 	if j := r.Judge; j != nil {
 		fmt.Fprintf(w, "  judge:    %s: %s\n", j.Verdict, j.Message)

@@ -3,8 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/batonproxy/baton/admin"
+	"github.com/batonproxy/baton/switcher"
 )
 
 func TestRolloutFlagMisuse(t *testing.T) {
@@ -43,6 +50,38 @@ func TestParseRate(t *testing.T) {
 	for _, in := range []string{"", "0", "-1%", "2x", "101%"} {
 		if _, err := parseRate(in); err == nil {
 			t.Errorf("parseRate(%q) = nil error", in)
+		}
+	}
+}
+
+// Issue 13, item 16: 'baton rollout --abort' and '--promote' print the
+// rollout as the command leaves it (the switcher answers with that state;
+// see switcher.TestSteerAnswersTheStateAfterTheCommand).
+func TestRolloutPrintsTheStateAfterTheCommand(t *testing.T) {
+	var got admin.SteerResponse
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(got)
+	}))
+	t.Cleanup(srv.Close)
+	t.Setenv("BATON_ADMIN", srv.URL)
+	base := switcher.RolloutStatus{Kind: "rollout", Version: "v2", Old: "blue", New: "green", Steps: []int{10, 50}, Step: 1,
+		Since: time.Now(), StepSince: time.Now()}
+	for _, tc := range []struct {
+		flag, phase string
+		percent     int
+		want, not   string
+	}{
+		{"--abort", "aborting", 0, "aborting: rollout v2, all requests go to blue again; green is drained and stopped", "10%"},
+		{"--promote", "promoting", 100, "promoting: rollout v2, green takes all requests; blue is drained and stopped", "10%"},
+	} {
+		got = admin.SteerResponse{Message: tc.phase + "…", Rollout: base}
+		got.Rollout.Phase, got.Rollout.Percent = tc.phase, tc.percent
+		var out bytes.Buffer
+		if code := run(context.Background(), []string{"rollout", tc.flag}, &out, &out); code != 0 {
+			t.Fatalf("rollout %s: exit %d\n%s", tc.flag, code, out.String())
+		}
+		if !strings.Contains(out.String(), tc.want) || strings.Contains(out.String(), tc.not) {
+			t.Errorf("rollout %s printed:\n%s\nwant %q and no %q", tc.flag, out.String(), tc.want, tc.not)
 		}
 	}
 }

@@ -39,6 +39,7 @@ type serveConfig struct {
 	HTTPAddr        string
 	Blue, Green     string
 	AdminAddr       string
+	AdminTLS        adminTLSConfig // --admin-tls-cert/key: serve_admin.go
 	StateDir        string
 	TokenFile       string
 	HealthPath      string
@@ -66,6 +67,7 @@ func (c *serveConfig) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Blue, "blue", "127.0.0.1:8080", "blue app `host:port`")
 	fs.StringVar(&c.Green, "green", "127.0.0.1:8081", "green app `host:port`")
 	fs.StringVar(&c.AdminAddr, "admin", "127.0.0.1:9900", "admin API listen `address` (loopback unless a token is set)")
+	c.AdminTLS.flags(fs)
 	fs.StringVar(&c.StateDir, "state-dir", envOr("BATON_STATE_DIR", "/var/lib/baton"), "`directory` for the state file [$BATON_STATE_DIR]")
 	fs.StringVar(&c.TokenFile, "admin-token-file", os.Getenv("BATON_ADMIN_TOKEN_FILE"), "`file` holding the admin bearer token [$BATON_ADMIN_TOKEN_FILE; or the token in $BATON_ADMIN_TOKEN]")
 	fs.StringVar(&c.HealthPath, "health-path", health.DefaultPath, "app health check `path`; only a 2xx answer counts as healthy")
@@ -123,6 +125,9 @@ func (c *serveConfig) validate() error {
 	if err := c.Launch.validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.AdminTLS.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -173,7 +178,8 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	tally := newTallyObserver(obs.proxyObserver()) // for the judge of a canary or watch: rollout.go
 	traffic := newTrafficCounts(tally)
 	h := proxy.NewHandler(proxy.Options{Logger: logger, RetryTimeout: cfg.RetryTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
-		TrustedProxies: cfg.Edge.trusted, Observer: traffic})
+		TrustedProxies: cfg.Edge.trusted, Observer: traffic,
+		UnderscoresInHeaders: cfg.Edge.Underscores, AllowTrace: cfg.Edge.AllowTrace})
 	rt, err := newRouter(h, cfg.Blue, cfg.Green)
 	if err != nil {
 		return err
@@ -227,6 +233,10 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 
 	monitorCtx, stopMonitor := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopMonitor()
+	serveAdmin, err := cfg.AdminTLS.serveAdmin(monitorCtx, adm, logger)
+	if err != nil {
+		return err
+	}
 	go sw.Monitor(monitorCtx)
 
 	// The drainer tracks every connection so that a stop or an upgrade
@@ -241,7 +251,7 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- pub.run() }()
-	go func() { errc <- serveOn(adm, pub.lns.Admin, "admin") }()
+	go func() { errc <- serveAdmin(pub.lns.Admin) }()
 	if err := upg.Ready(); err != nil {
 		logger.Error("could not tell the previous baton we are ready", "err", err)
 	}
@@ -249,7 +259,7 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 		go su.upgradeOnSignal(monitorCtx)
 	}
 	logger.Info("baton serving", append(pub.logAttrs(), "version", version, "admin", pub.lns.Admin.Addr().String(),
-		"live", sw.Live(), "blue", cfg.Blue, "green", cfg.Green, "state", store.Path(), "admin_auth", token != "")...)
+		"live", sw.Live(), "blue", cfg.Blue, "green", cfg.Green, "state", store.Path(), "admin_auth", token != "", "admin_tls", cfg.AdminTLS.Cert != "")...)
 
 	select {
 	case err = <-errc:

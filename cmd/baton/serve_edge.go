@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +38,8 @@ type edgeConfig struct {
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
 	FastPath          bool
+	Underscores       bool // --underscores-in-headers
+	AllowTrace        bool
 
 	trusted  []netip.Prefix // TrustedProxies, parsed by validate
 	certPoll time.Duration  // how often --tls-cert files are checked; 0 means edge.DefaultCertPollInterval
@@ -60,6 +61,8 @@ func (c *edgeConfig) flags(fs *pflag.FlagSet) {
 	fs.Var(&c.MaxHeaderBytes, "max-header-bytes", "refuse request headers larger than this `size` with 431")
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", edge.DefaultReadHeaderTimeout, "time a client has to send request headers (and finish TLS); stops slowloris")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", edge.DefaultIdleTimeout, "how long an idle keep-alive client connection is kept")
+	fs.BoolVar(&c.Underscores, "underscores-in-headers", false, "pass request headers whose name has an _ to the app (false: drop them, as nginx does; WSGI/CGI apps read X_Real_IP as X-Real-IP)")
+	fs.BoolVar(&c.AllowTrace, "allow-trace", false, "pass TRACE requests to the app (false: answer them 405)")
 	fs.BoolVar(&c.FastPath, "fast-path", true, "serve HTTP/1.1 requests (plain and HTTPS) with baton's own loop, net/http taking only the unusual ones and HTTP/2 (false: net/http for all)")
 }
 
@@ -231,7 +234,9 @@ func (p *publicEdge) run() error {
 			case s.tls:
 				err = s.srv.ServeTLS(s.ln, "", "")
 			default:
-				err = s.srv.Serve(s.ln)
+				// Screened as the fast path screens what it hands over:
+				// HTTP/1.0 with Transfer-Encoding gets 400 (proxy/screen.go).
+				err = s.srv.Serve(proxy.ScreenListener(s.ln, s.srv.MaxHeaderBytes))
 			}
 			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				err = fmt.Errorf("%s server: %w", s.name, err)
@@ -321,21 +326,16 @@ func loadRoots(file string) (*x509.CertPool, error) {
 	if file == "" {
 		return nil, nil
 	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("--acme-ca-root: %w", err)
-	}
 	pool, err := x509.SystemCertPool()
 	if err != nil {
 		pool = x509.NewCertPool()
 	}
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("--acme-ca-root %s: no PEM certificate in it", file)
-	}
-	return pool, nil
+	return readCertPool("--acme-ca-root", file, pool)
 }
 
-// sizeFlag is a byte size flag that takes suffixes: 512k, 10m, 1g.
+// sizeFlag is a byte size flag that takes suffixes: 512k, 10m, 1g (powers
+// of 1024, as nginx reads them; "10M", "10MB" and "10MiB" are the same).
+// Every size flag of baton is one, parsed by edge.ParseSize.
 type sizeFlag int64
 
 func (s *sizeFlag) String() string {

@@ -123,6 +123,11 @@ func (a *edgeApp) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.Header().Set("X-Seen-Real-Ip", r.Header.Get("X-Real-Ip"))
 		w.Header().Set("X-Seen-Forwarded-Proto", r.Header.Get("X-Forwarded-Proto"))
+		for k := range r.Header {
+			if strings.Contains(k, "_") {
+				w.Header().Add("X-Seen-Underscored", k)
+			}
+		}
 		fmt.Fprintf(w, "%s %s", a.name, r.URL.Path)
 	}
 }
@@ -337,6 +342,61 @@ func isReset(err error) bool {
 	return err != nil && (strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "broken pipe"))
 }
 
+// TestServeRequestRules checks the request rules of issue 13 and their
+// flags end to end, with and without the fast path: header names with "_"
+// are dropped unless --underscores-in-headers, TRACE is refused unless
+// --allow-trace, and HTTP/1.0 with Transfer-Encoding gets 400 and a closed
+// connection whatever the flags.
+func TestServeRequestRules(t *testing.T) {
+	blue, green := newEdgeApp(t, "blue"), newEdgeApp(t, "green")
+	for _, tc := range []struct {
+		args        []string
+		underscores bool
+		trace       bool
+	}{
+		{nil, false, false},
+		{[]string{"--fast-path=false"}, false, false},
+		{[]string{"--underscores-in-headers", "--allow-trace"}, true, true},
+		{[]string{"--fast-path=false", "--underscores-in-headers", "--allow-trace"}, true, true},
+	} {
+		t.Run(strings.Join(append([]string{"flags"}, tc.args...), " "), func(t *testing.T) {
+			b := startServe(t, blue, green, append([]string{"--http-only"}, tc.args...)...)
+			addr := b.lns.HTTP.Addr().String()
+
+			resp, _, _ := rawExchange(t, addr, "GET /u HTTP/1.1\r\nHost: x\r\nX_Real_IP: 6.6.6.6\r\n\r\n")
+			if resp == nil {
+				t.Fatal("no answer to a GET")
+			}
+			if got := resp.Header.Get("X-Seen-Underscored"); (got != "") != tc.underscores {
+				t.Errorf("app saw underscored header %q; want it only with --underscores-in-headers", got)
+			}
+
+			resp, body, _ := rawExchange(t, addr, "TRACE /t HTTP/1.1\r\nHost: x\r\n\r\n")
+			switch {
+			case resp == nil:
+				t.Error("no answer to a TRACE")
+			case tc.trace && resp.StatusCode != http.StatusOK, !tc.trace && resp.StatusCode != http.StatusMethodNotAllowed:
+				t.Errorf("TRACE: %d %q; want 405 unless --allow-trace", resp.StatusCode, body)
+			}
+
+			resp, body, closed := rawExchange(t, addr, "POST /te HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n"+
+				"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+			if resp == nil || resp.StatusCode != http.StatusBadRequest || !closed {
+				st := 0
+				if resp != nil {
+					st = resp.StatusCode
+				}
+				t.Errorf("HTTP/1.0 with Transfer-Encoding: %d %q, closed %v; want 400 and closed", st, body, closed)
+			}
+			for _, r := range append(blue.requests(), green.requests()...) {
+				if r.Path == "/te" || r.Path == "/smuggled" {
+					t.Errorf("app got %s %s", r.Method, r.Path)
+				}
+			}
+		})
+	}
+}
+
 // TestServeHostileInput throws malformed requests, request-smuggling
 // attempts, oversized headers and a slowloris client at the public port of a
 // real 'baton serve' over raw TCP, while a steady load of normal requests
@@ -391,6 +451,9 @@ func TestServeHostileInput(t *testing.T) {
 		{"oversized headers", "GET /evil HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 16<<10) + "\r\n\r\n", 431},
 		{"unknown transfer coding", "POST /evil HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: xchunked\r\n\r\nabc", 501},
 		{"body over --max-body-size", "POST /evil HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n" + strings.Repeat("a", 2000), 413},
+		{"HTTP/1.0 with Transfer-Encoding and Content-Length", "POST /evil HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n" +
+			"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\nGET /evil HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"HTTP/0.9 request line (answered before --read-header-timeout)", "GET /evil\r\n", 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, body, closed := rawExchange(t, addr, tc.raw)

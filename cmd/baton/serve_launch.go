@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -30,7 +29,7 @@ type launchConfig struct {
 	KnownHosts  string
 	SSHInsecure bool
 	SSHDir      string
-	MaxArtifact byteSize
+	MaxArtifact sizeFlag
 }
 
 func (c *launchConfig) flags(fs *pflag.FlagSet) {
@@ -42,7 +41,7 @@ func (c *launchConfig) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.SSHInsecure, "ssh-insecure-ignore-host-key", false, "accept ANY SSH host key: no protection against a man in the middle; for throwaway test hosts only")
 	fs.StringVar(&c.SSHDir, "ssh-dir", launcher.DefaultSSHDir, "`directory` on the SSH host for releases and logs, relative to the login directory unless absolute")
 	c.MaxArtifact = admin.DefaultMaxArtifactBytes
-	fs.Var(&c.MaxArtifact, "max-artifact-size", "largest artifact the admin API takes as an upload or download, e.g. 512MiB or 2GiB")
+	fs.Var(&c.MaxArtifact, "max-artifact-size", "largest artifact the admin API takes as an upload or download, e.g. 512m or 2g (k, m, g: powers of 1024)")
 }
 
 // validate reports every problem with the flags at once.
@@ -136,43 +135,3 @@ type remoteStopper struct{ host string }
 func (r remoteStopper) Stop(_ context.Context, addr string, _ time.Duration) (string, error) {
 	return fmt.Sprintf("left the app at %s running: baton did not start it, and cannot find it by port on %s; stop it there", addr, r.host), nil
 }
-
-// byteSize is a flag value for a size in bytes: 1048576, 512KiB, 100MB,
-// 2GiB.
-type byteSize int64
-
-var sizeUnits = []struct {
-	suffix string
-	mult   int64
-}{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
-}
-
-func (b *byteSize) Set(s string) error {
-	num, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range sizeUnits {
-		if n, ok := strings.CutSuffix(num, u.suffix); ok {
-			num, mult = strings.TrimSpace(n), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return fmt.Errorf("size %q: want a number of bytes, optionally with KiB, MiB, GiB (or KB, MB, GB)", s)
-	}
-	*b = byteSize(n * mult)
-	return nil
-}
-
-func (b *byteSize) String() string {
-	n := int64(*b)
-	for _, u := range sizeUnits[:4] {
-		if n >= u.mult && n%u.mult == 0 && (n/u.mult < 1024 || u.suffix == "TiB") {
-			return strconv.FormatInt(n/u.mult, 10) + u.suffix
-		}
-	}
-	return strconv.FormatInt(n, 10)
-}
-
-func (b *byteSize) Type() string { return "size" }

@@ -82,6 +82,9 @@ func testServeObservability(t *testing.T, format string) {
 			req.Header.Set("Authorization", "Bearer "+auth)
 		}
 		req.Header.Set("Cookie", "session="+token)
+		if method == "POST" {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatalf("%s %s: %v", method, url, err)
