@@ -46,9 +46,20 @@ type hostRoutes struct {
 	routes []*Route
 }
 
+// RouteError is one problem NewRouteTable found, with the service it is
+// about (for two services that clash, the later one), so that a caller can
+// say where in its configuration the problem is.
+type RouteError struct {
+	Service string
+	Err     error
+}
+
+func (e *RouteError) Error() string { return e.Err.Error() }
+func (e *RouteError) Unwrap() error { return e.Err }
+
 // NewRouteTable builds a table from routes, checking each host name and
 // prefix and that no two routes claim the same host and prefix. The error
-// joins every problem found.
+// joins one *RouteError per problem found.
 func NewRouteTable(routes []Route) (*RouteTable, error) {
 	t := &RouteTable{exact: map[string]*hostRoutes{}, wildcard: map[string]*hostRoutes{}}
 	var errs []error
@@ -61,21 +72,21 @@ func NewRouteTable(routes []Route) (*RouteTable, error) {
 		r.PathPrefix = normalizePrefix(r.PathPrefix)
 		t.byPath = t.byPath || r.PathPrefix != ""
 		if r.Handler == nil {
-			errs = append(errs, fmt.Errorf("route %s: no handler", r.Service))
+			errs = append(errs, &RouteError{Service: r.Service, Err: fmt.Errorf("route %s: no handler", r.Service)})
 			continue
 		}
 		if err := checkPrefix(r.PathPrefix); err != nil {
-			errs = append(errs, fmt.Errorf("service %s: path_prefix %q: %w", r.Service, routes[i].PathPrefix, err))
+			errs = append(errs, &RouteError{Service: r.Service, Err: fmt.Errorf("service %s: path_prefix %q: %w", r.Service, routes[i].PathPrefix, err)})
 			continue
 		}
 		if len(r.Hosts) == 0 {
 			defaults = append(defaults, r.Service)
 			if len(defaults) > 1 {
-				errs = append(errs, fmt.Errorf("services %s: more than one service without hosts; at most one may be the default", strings.Join(defaults, ", ")))
+				errs = append(errs, &RouteError{Service: r.Service, Err: fmt.Errorf("services %s: more than one service without hosts; at most one may be the default", strings.Join(defaults, ", "))})
 				continue
 			}
 			if r.PathPrefix != "" {
-				errs = append(errs, fmt.Errorf("service %s: path_prefix %q without hosts: the default service takes every path of the hosts no service names; give it hosts", r.Service, r.PathPrefix))
+				errs = append(errs, &RouteError{Service: r.Service, Err: fmt.Errorf("service %s: path_prefix %q without hosts: the default service takes every path of the hosts no service names; give it hosts", r.Service, r.PathPrefix)})
 				continue
 			}
 			t.fallback = &hostRoutes{routes: []*Route{r}}
@@ -87,7 +98,7 @@ func NewRouteTable(routes []Route) (*RouteTable, error) {
 		for j, h := range r.Hosts {
 			name := strings.ToLower(strings.TrimSuffix(h, "."))
 			if err := checkHostPattern(name); err != nil {
-				errs = append(errs, fmt.Errorf("service %s: host %q: %w", r.Service, h, err))
+				errs = append(errs, &RouteError{Service: r.Service, Err: fmt.Errorf("service %s: host %q: %w", r.Service, h, err)})
 				ok = false
 				continue
 			}
@@ -98,7 +109,7 @@ func NewRouteTable(routes []Route) (*RouteTable, error) {
 				if r.PathPrefix != "" {
 					where = "path_prefix " + r.PathPrefix
 				}
-				errs = append(errs, fmt.Errorf("services %s and %s both claim host %s, %s", other, r.Service, name, where))
+				errs = append(errs, &RouteError{Service: r.Service, Err: fmt.Errorf("services %s and %s both claim host %s, %s", other, r.Service, name, where)})
 				ok = false
 				continue
 			}

@@ -19,6 +19,7 @@ import (
 	"github.com/batonproxy/baton/graceful"
 	"github.com/batonproxy/baton/health"
 	"github.com/batonproxy/baton/proxy"
+	"github.com/batonproxy/baton/registry"
 	"github.com/batonproxy/baton/state"
 	"github.com/batonproxy/baton/switcher"
 )
@@ -34,14 +35,35 @@ Environment:
   BATON_ADMIN_TOKEN_FILE  file holding the token (same as --admin-token-file)
   BATON_STATE_DIR         state directory (same as --state-dir)`
 
-// serveConfig holds everything 'baton serve' is told on its command line.
+// serveConfig holds everything 'baton serve' is told on its command line
+// and in its --config file.
 type serveConfig struct {
-	HTTPAddr        string
+	ConfigFile    string
+	HTTPAddr      string
+	AdminAddr     string
+	AdminTLS      adminTLSConfig // --admin-tls-cert/key: serve_admin.go
+	StateDir      string
+	TokenFile     string
+	ShutdownGrace time.Duration
+	LogFormat     string
+	LogLevel      string
+	Edge          edgeConfig    // TLS, limits, client IPs: serve_edge.go
+	Observe       observeConfig // metrics listener, access log: serve_observe.go
+	Upgrade       upgradeConfig // baton's own upgrade: serve_upgrade.go
+	// serviceConfig holds the per-service flags: the one service of a
+	// baton without a config file, or what every service of the file
+	// starts from (serve_services.go).
+	serviceConfig
+}
+
+// serviceConfig holds the settings of one service: its apps, health
+// checks, drain, launcher and routing.
+type serviceConfig struct {
+	Name            string   // state.DefaultService without a config file
+	Hosts           []string // config file only; none: every host
+	PathPrefix      string   // config file only
+	StripPrefix     bool     // config file only
 	Blue, Green     string
-	AdminAddr       string
-	AdminTLS        adminTLSConfig // --admin-tls-cert/key: serve_admin.go
-	StateDir        string
-	TokenFile       string
 	HealthPath      string
 	HealthPasses    int
 	HealthInterval  time.Duration
@@ -52,24 +74,36 @@ type serveConfig struct {
 	NoStop          bool
 	RetryTimeout    time.Duration
 	UpstreamTimeout time.Duration
-	ShutdownGrace   time.Duration
-	LogFormat       string
-	LogLevel        string
-	Edge            edgeConfig    // TLS, limits, client IPs: serve_edge.go
-	Observe         observeConfig // metrics listener, access log: serve_observe.go
-	Launch          launchConfig  // deploys: --run, --ssh: serve_launch.go
-	Upgrade         upgradeConfig // baton's own upgrade: serve_upgrade.go
+	Launch          launchConfig // deploys: --run, --ssh: serve_launch.go
 }
 
 func (c *serveConfig) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.ConfigFile, "config", os.Getenv("BATON_CONFIG"), "YAML `file` with the settings and the services (docs/services.md); a flag given here wins over it [$BATON_CONFIG]")
 	fs.StringVar(&c.HTTPAddr, "http", ":80", "public HTTP listen `address`")
 	c.Edge.flags(fs)
-	fs.StringVar(&c.Blue, "blue", "127.0.0.1:8080", "blue app `host:port`")
-	fs.StringVar(&c.Green, "green", "127.0.0.1:8081", "green app `host:port`")
+	c.serviceConfig.appFlags(fs)
 	fs.StringVar(&c.AdminAddr, "admin", "127.0.0.1:9900", "admin API listen `address` (loopback unless a token is set)")
 	c.AdminTLS.flags(fs)
 	fs.StringVar(&c.StateDir, "state-dir", envOr("BATON_STATE_DIR", "/var/lib/baton"), "`directory` for the state file [$BATON_STATE_DIR]")
 	fs.StringVar(&c.TokenFile, "admin-token-file", os.Getenv("BATON_ADMIN_TOKEN_FILE"), "`file` holding the admin bearer token [$BATON_ADMIN_TOKEN_FILE; or the token in $BATON_ADMIN_TOKEN]")
+	c.serviceConfig.switchFlags(fs)
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long to let requests in flight finish")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	c.Observe.flags(fs)
+	c.Launch.flags(fs)
+	c.Upgrade.flags(fs)
+}
+
+// appFlags and switchFlags register the per-service flags (with
+// Launch.flags): every one of them is also a key of a service in the
+// config file.
+func (c *serviceConfig) appFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Blue, "blue", "127.0.0.1:8080", "blue app `host:port`")
+	fs.StringVar(&c.Green, "green", "127.0.0.1:8081", "green app `host:port`")
+}
+
+func (c *serviceConfig) switchFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.HealthPath, "health-path", health.DefaultPath, "app health check `path`; only a 2xx answer counts as healthy")
 	fs.IntVar(&c.HealthPasses, "health-passes", switcher.DefaultHealthPasses, "consecutive passing checks needed before a swap")
 	fs.DurationVar(&c.HealthInterval, "health-interval", switcher.DefaultHealthInterval, "time between health checks during a switch")
@@ -80,17 +114,34 @@ func (c *serveConfig) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.NoStop, "no-stop", false, "leave the old app running after the drain")
 	fs.DurationVar(&c.RetryTimeout, "retry-timeout", proxy.DefaultRetryTimeout, "how long to retry a request that reached no app (connection refused) before a 502; negative disables")
 	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", 0, "answer 504 if the app has not sent its response headers this long after a request was sent to it (0: wait as long as the client does); response bodies are not bounded")
-	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long to let requests in flight finish")
-	fs.StringVar(&c.LogFormat, "log-format", "text", "log `format`: text or json")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: debug, info, warn or error")
-	c.Observe.flags(fs)
-	c.Launch.flags(fs)
-	c.Upgrade.flags(fs)
 }
 
 func (c *serveConfig) validate() error {
 	var errs []error
-	for name, addr := range map[string]string{"--http": c.HTTPAddr, "--blue": c.Blue, "--green": c.Green, "--admin": c.AdminAddr} {
+	for name, addr := range map[string]string{"--http": c.HTTPAddr, "--admin": c.AdminAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: want host:port", name, addr))
+		}
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Edge.validate(c.HTTPAddr); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.AdminTLS.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// validate reports every problem with one service's settings.
+func (c *serviceConfig) validate() error {
+	var errs []error
+	for name, addr := range map[string]string{"--blue": c.Blue, "--green": c.Green} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: want host:port", name, addr))
 		}
@@ -113,19 +164,7 @@ func (c *serveConfig) validate() error {
 	if c.UpstreamTimeout < 0 {
 		errs = append(errs, fmt.Errorf("--upstream-timeout %s: want 0 (off) or a positive duration", c.UpstreamTimeout))
 	}
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
-	}
-	if _, err := parseLevel(c.LogLevel); err != nil {
-		errs = append(errs, err)
-	}
-	if err := c.Edge.validate(c.HTTPAddr); err != nil {
-		errs = append(errs, err)
-	}
 	if err := c.Launch.validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := c.AdminTLS.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -138,7 +177,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	file, err := loadConfigFile(fs, &cfg)
+	if err != nil {
+		return usageError(err)
+	}
 	if err := cfg.validate(); err != nil {
+		return usageError(err)
+	}
+	services, err := serviceConfigs(args, &cfg, file)
+	if err != nil {
 		return usageError(err)
 	}
 	token, err := readToken(cfg.TokenFile)
@@ -154,12 +201,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// per request for ~4 MB of RSS (bench/RESULTS.md). GOGC in the
 	// environment still wins.
 	proxy.SetGCPercentDefault()
-	return serve(ctx, cfg, token, logger)
+	return serve(ctx, cfg, services, token, logger)
 }
 
 // serve runs until ctx is done, then shuts the servers down gracefully. App
 // processes are left running: they are not baton's to kill on its own exit.
-func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logger) error {
+func serve(ctx context.Context, cfg serveConfig, services []serviceConfig, token string, logger *slog.Logger) error {
 	store, err := state.NewStore(cfg.StateDir)
 	if err != nil {
 		return err
@@ -175,43 +222,26 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	if err != nil {
 		return err
 	}
-	tally := newTallyObserver(obs.proxyObserver()) // for the judge of a canary or watch: rollout.go
-	traffic := newTrafficCounts(tally)
-	h := proxy.NewHandler(proxy.Options{Logger: logger, RetryTimeout: cfg.RetryTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
-		TrustedProxies: cfg.Edge.trusted, Observer: traffic,
-		UnderscoresInHeaders: cfg.Edge.Underscores, AllowTrace: cfg.Edge.AllowTrace})
-	rt, err := newRouter(h, cfg.Blue, cfg.Green)
-	if err != nil {
+	// Every request is routed by one table (host, then path) to its
+	// service; the registry builds the services and swaps the table.
+	router := proxy.NewRouter(nil, logger, nil)
+	env := &serviceEnv{ctx: ctx, edge: cfg.Edge, store: store, obs: obs, logger: logger}
+	reg := registry.New(router, env.build)
+	if _, err := reg.Apply(specs(services)); err != nil {
 		return err
 	}
-	rt.traffic = traffic
-	traffic.ups = rt.ups
-	tally.ups = rt.ups
-	obs.track(rt)
-	sw, err := switcher.New(ctx, switcher.Config{
-		Addrs:          [2]string{cfg.Blue, cfg.Green},
-		HealthPasses:   cfg.HealthPasses,
-		HealthInterval: cfg.HealthInterval,
-		HealthDeadline: cfg.HealthDeadline,
-		DrainTimeout:   cfg.DrainTimeout,
-		StopTimeout:    cfg.StopTimeout,
-		NoStop:         cfg.NoStop,
-		Observer:       obs.metrics,
-	}, rt, health.New(cfg.HealthPath, cfg.HealthTimeout), cfg.Launch.stopper(), store, logger)
-	if err != nil {
-		return err
-	}
-	sw.SetTally(tally.tally)
-	closeLauncher, err := cfg.Launch.attach(sw, store.Dir(), logger)
-	if err != nil {
-		return err
-	}
-	defer closeLauncher()
+	defer func() {
+		for _, e := range reg.List() {
+			e.Service.Close()
+		}
+	}()
+	only := reg.List()[0].Service // TODO(services): the admin API over every service
+	sw := only.sw
 
 	// All listeners (public and admin) are opened by startEdge, in one
 	// place, so that they can later be handed over to a new baton process
 	// or taken from systemd.
-	pub, err := startEdge(cfg, proxy.SingleRoute(h), logger, upg.Listen)
+	pub, err := startEdge(cfg, router, logger, upg.Listen)
 	if err != nil {
 		return err
 	}
@@ -229,7 +259,7 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 		admUpgrade = su
 	}
 	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger, Metrics: obs.metrics.Handler(),
-		Deploy: cfg.Launch.adminConfig(store.Dir()), Upgrade: admUpgrade}, sw).NewHTTPServer()
+		Deploy: only.cfg.Launch.adminConfig(only.cfg.dir(store.Dir())), Upgrade: admUpgrade}, sw).NewHTTPServer()
 
 	monitorCtx, stopMonitor := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopMonitor()
@@ -237,7 +267,6 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	if err != nil {
 		return err
 	}
-	go sw.Monitor(monitorCtx)
 
 	// The drainer tracks every connection so that a stop or an upgrade
 	// can let clients leave cleanly instead of resetting keep-alives.
@@ -258,8 +287,13 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	if su != nil {
 		go su.upgradeOnSignal(monitorCtx)
 	}
-	logger.Info("baton serving", append(pub.logAttrs(), "version", version, "admin", pub.lns.Admin.Addr().String(),
-		"live", sw.Live(), "blue", cfg.Blue, "green", cfg.Green, "state", store.Path(), "admin_auth", token != "", "admin_tls", cfg.AdminTLS.Cert != "")...)
+	attrs := []any{"version", version, "admin", pub.lns.Admin.Addr().String(), "state", store.Path(), "admin_auth", token != "", "admin_tls", cfg.AdminTLS.Cert != ""}
+	if len(services) == 1 && services[0].Name == state.DefaultService {
+		attrs = append(attrs, "live", sw.Live(), "blue", only.cfg.Blue, "green", only.cfg.Green)
+	} else {
+		attrs = append(attrs, "services", describeServices(reg))
+	}
+	logger.Info("baton serving", append(pub.logAttrs(), attrs...)...)
 
 	select {
 	case err = <-errc:
@@ -274,9 +308,7 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 	logger.Info("shutting down: finishing requests in flight", "grace", cfg.ShutdownGrace)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
-	if derr := drainer.Drain(sctx, graceful.DefaultIdleClose, func() int64 {
-		return rt.InFlight(switcher.Blue) + rt.InFlight(switcher.Green)
-	}); derr != nil {
+	if derr := drainer.Drain(sctx, graceful.DefaultIdleClose, func() int64 { return inFlight(reg) }); derr != nil {
 		logger.Warn("drain deadline passed with connections still open", "open", drainer.Open(), "err", derr)
 	}
 	var wg sync.WaitGroup

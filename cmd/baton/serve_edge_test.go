@@ -157,8 +157,16 @@ func startServe(t *testing.T, blue, green *edgeApp, args ...string) *runningBato
 	if err := parseFlags(fs, all); err != nil {
 		t.Fatalf("flags %q: %v", all, err)
 	}
+	file, err := loadConfigFile(fs, &cfg)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
 	if err := cfg.validate(); err != nil {
 		t.Fatalf("flags %q: %v", all, err)
+	}
+	services, err := serviceConfigs(all, &cfg, file)
+	if err != nil {
+		t.Fatalf("services %q: %v", all, err)
 	}
 	cfg.Edge.certPoll = 10 * time.Millisecond
 	cfg.Upgrade.inProcess = true
@@ -167,7 +175,7 @@ func startServe(t *testing.T, blue, green *edgeApp, args ...string) *runningBato
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, "", testlog.New(t)) }()
+	go func() { done <- serve(ctx, cfg, services, "", testlog.New(t)) }()
 	var b runningBaton
 	select {
 	case b.lns = <-lnc:

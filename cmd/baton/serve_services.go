@@ -1,0 +1,337 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/health"
+	"github.com/batonproxy/baton/proxy"
+	"github.com/batonproxy/baton/registry"
+	"github.com/batonproxy/baton/state"
+	"github.com/batonproxy/baton/switcher"
+)
+
+// The services of 'baton serve': without --config, the flags describe one
+// service, named state.DefaultService, that takes every host. With a
+// config file that has services:, each entry is a service whose settings
+// are, from strongest to weakest: the command line, its own entry, the
+// file's top level, the flags' defaults. Each service's settings are
+// parsed by the same flag set as the command line's (config.Apply), so a
+// value means the same wherever it is written.
+
+// routingKeys are the keys a service has that no flag has.
+var routingKeys = []string{"hosts", "path_prefix", "strip_prefix"}
+
+// perServiceFlags returns the names of the flags that are a service's own
+// (and so may stand in a service's entry of the file).
+func perServiceFlags() map[string]bool {
+	fs := pflag.NewFlagSet("", pflag.ContinueOnError)
+	var c serviceConfig
+	c.appFlags(fs)
+	c.switchFlags(fs)
+	c.Launch.flags(fs)
+	names := map[string]bool{}
+	fs.VisitAll(func(f *pflag.Flag) { names[f.Name] = true })
+	return names
+}
+
+// loadConfigFile applies the top-level settings of cfg.ConfigFile to fs
+// (where the command line did not set them) and returns the file, or nil
+// without --config.
+func loadConfigFile(fs *pflag.FlagSet, cfg *serveConfig) (*config.File, error) {
+	if cfg.ConfigFile == "" {
+		return nil, nil
+	}
+	file, err := config.Load(cfg.ConfigFile)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, s := range file.Settings {
+		if s.Key == "config" {
+			errs = append(errs, config.Errorf(file.Path, s.Line, "config: a config file cannot name another"))
+		}
+		if slices.Contains(routingKeys, s.Key) {
+			errs = append(errs, config.Errorf(file.Path, s.Line, "%s belongs to a service: put it under services:", s.Key))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return file, config.Apply(fs, file.Settings, file.Path, "", fs.Changed)
+}
+
+// serviceConfigs returns the settings of every service: the flags' one
+// service, or those of file. args is the command line, parsed again over
+// each service's settings so that it wins over them.
+func serviceConfigs(args []string, cfg *serveConfig, file *config.File) ([]serviceConfig, error) {
+	if file == nil || !file.HasServices {
+		sc := cfg.serviceConfig
+		sc.Name = state.DefaultService
+		if err := sc.validate(); err != nil {
+			return nil, err
+		}
+		return []serviceConfig{sc}, nil
+	}
+	if len(file.Services) == 0 {
+		return nil, config.Errorf(file.Path, 0, "services: is empty; name at least one service, or leave the key out to serve the flags' one app")
+	}
+	own := perServiceFlags()
+	var (
+		out  []serviceConfig
+		errs []error
+	)
+	for _, svc := range file.Services {
+		sc, err := serviceConfigOf(args, file, svc, own)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, sc)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := checkRoutes(file, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// serviceConfigOf parses one service's entry.
+func serviceConfigOf(args []string, file *config.File, svc config.Service, own map[string]bool) (serviceConfig, error) {
+	var errs []error
+	what := "service " + svc.Name
+	for _, s := range svc.Settings {
+		if name := s.FlagName(); !own[name] && !slices.Contains(routingKeys, s.Key) {
+			if fs := newServeFlags(new(serveConfig)); fs.Lookup(name) != nil {
+				errs = append(errs, config.Errorf(file.Path, s.Line, "%s: %s is not a setting of one service; put it at the top level", what, s.Key))
+			}
+		}
+	}
+	var c serveConfig
+	fs := newServeFlags(&c)
+	fs.StringSliceVar(&c.Hosts, "hosts", nil, "")
+	fs.StringVar(&c.PathPrefix, "path-prefix", "", "")
+	fs.BoolVar(&c.StripPrefix, "strip-prefix", false, "")
+	if err := config.Apply(fs, file.Settings, file.Path, "", nil); err != nil {
+		errs = append(errs, err) // reported by loadConfigFile already; here for completeness
+	}
+	if err := errors.Join(errs...); err != nil {
+		return serviceConfig{}, err
+	}
+	if err := config.Apply(fs, svc.Settings, file.Path, what, nil); err != nil {
+		return serviceConfig{}, err
+	}
+	if err := fs.Parse(args); err != nil {
+		return serviceConfig{}, err // parsed once already: not reached
+	}
+	sc := c.serviceConfig
+	sc.Name = svc.Name
+	if err := sc.validate(); err != nil {
+		var lines []error
+		eachError(err, func(e error) { lines = append(lines, config.Errorf(file.Path, svc.Line, "%s: %v", what, e)) })
+		return serviceConfig{}, errors.Join(lines...)
+	}
+	return sc, nil
+}
+
+// newServeFlags returns a flag set with every flag of 'baton serve', bound
+// to c.
+func newServeFlags(c *serveConfig) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	fs.SetOutput(discard{})
+	c.flags(fs)
+	return fs
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// checkRoutes checks the routing of every service (hosts, prefixes, two
+// services claiming the same) by proxy's own rules, and puts each problem
+// on the line of the service it is about.
+func checkRoutes(file *config.File, scs []serviceConfig) error {
+	routes := make([]proxy.Route, len(scs))
+	for i, sc := range scs {
+		routes[i] = proxy.Route{Service: sc.Name, Hosts: sc.Hosts, PathPrefix: sc.PathPrefix, StripPrefix: sc.StripPrefix, Handler: proxy.NewHandler(proxy.Options{})}
+	}
+	_, err := proxy.NewRouteTable(routes)
+	if err == nil {
+		return nil
+	}
+	line := map[string]int{}
+	for _, svc := range file.Services {
+		line[svc.Name] = svc.Line
+		if s, ok := svc.Setting("hosts"); ok {
+			line[svc.Name] = s.Line
+		}
+	}
+	var errs []error
+	eachError(err, func(e error) {
+		var re *proxy.RouteError
+		if errors.As(e, &re) {
+			errs = append(errs, config.Errorf(file.Path, line[re.Service], "%v", re))
+			return
+		}
+		errs = append(errs, e)
+	})
+	return errors.Join(errs...)
+}
+
+// eachError calls fn for each error joined in err (errors.Join), or err.
+func eachError(err error, fn func(error)) {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			eachError(e, fn)
+		}
+		return
+	}
+	fn(err)
+}
+
+// spec returns the registry's view of a service's settings: its routing,
+// and the rest to compare across reloads.
+func (sc serviceConfig) spec() registry.Spec {
+	settings := sc
+	settings.Hosts, settings.PathPrefix, settings.StripPrefix = nil, "", false
+	return registry.Spec{Name: sc.Name, Hosts: sc.Hosts, PathPrefix: sc.PathPrefix, StripPrefix: sc.StripPrefix, Settings: settings}
+}
+
+// dir is the service's directory for releases, logs and uploads: the state
+// directory itself for the default service (as before services), a
+// directory of its own under services/ for the others.
+func (sc serviceConfig) dir(stateDir string) string {
+	if sc.Name == state.DefaultService {
+		return stateDir
+	}
+	return filepath.Join(stateDir, "services", sc.Name)
+}
+
+// service is one running service: its proxy Handler with its two
+// upstreams, its switcher, its launcher. It implements registry.Service.
+type service struct {
+	cfg         serviceConfig
+	h           *proxy.Handler
+	rt          *router
+	sw          *switcher.Switcher
+	stopMonitor context.CancelFunc
+	closeLaunch func()
+}
+
+func (s *service) Handler() *proxy.Handler { return s.h }
+
+func (s *service) Busy() string {
+	if op := s.sw.Status().Operation; op != nil {
+		return op.Kind
+	}
+	return ""
+}
+
+// Close stops the service's health monitor and its launcher's
+// connections; its apps keep running and its requests in flight finish.
+func (s *service) Close() {
+	s.stopMonitor()
+	s.closeLaunch()
+}
+
+// serviceEnv is what every service of one 'baton serve' shares.
+type serviceEnv struct {
+	ctx    context.Context // lives as long as baton serves
+	edge   edgeConfig
+	store  *state.Store
+	obs    *observability
+	logger *slog.Logger
+}
+
+// build starts a service: its Handler and upstreams, its switcher (which
+// restores the service's state and routes to its live colour), its
+// launcher and its health monitor.
+func (e *serviceEnv) build(spec registry.Spec) (*service, error) {
+	sc := spec.Settings.(serviceConfig)
+	sc.Hosts, sc.PathPrefix, sc.StripPrefix = spec.Hosts, spec.PathPrefix, spec.StripPrefix
+	logger := e.logger
+	if sc.Name != state.DefaultService {
+		logger = logger.With("service", sc.Name)
+	}
+	tally := newTallyObserver(e.obs.proxyObserver()) // for the judge of a canary or watch: rollout.go
+	traffic := newTrafficCounts(tally)
+	h := proxy.NewHandler(proxy.Options{Logger: logger, RetryTimeout: sc.RetryTimeout, UpstreamTimeout: sc.UpstreamTimeout,
+		TrustedProxies: e.edge.trusted, Observer: traffic,
+		UnderscoresInHeaders: e.edge.Underscores, AllowTrace: e.edge.AllowTrace})
+	rt, err := newRouter(h, sc.Blue, sc.Green)
+	if err != nil {
+		return nil, err
+	}
+	rt.traffic = traffic
+	traffic.ups = rt.ups
+	tally.ups = rt.ups
+	e.obs.track(rt)
+	sw, err := switcher.New(e.ctx, switcher.Config{
+		Addrs:          [2]string{sc.Blue, sc.Green},
+		HealthPasses:   sc.HealthPasses,
+		HealthInterval: sc.HealthInterval,
+		HealthDeadline: sc.HealthDeadline,
+		DrainTimeout:   sc.DrainTimeout,
+		StopTimeout:    sc.StopTimeout,
+		NoStop:         sc.NoStop,
+		Observer:       e.obs.metrics,
+	}, rt, health.New(sc.HealthPath, sc.HealthTimeout), sc.Launch.stopper(), e.store.Service(sc.Name), logger)
+	if err != nil {
+		return nil, err
+	}
+	sw.SetTally(tally.tally)
+	closeLaunch, err := sc.Launch.attach(sw, sc.dir(e.store.Dir()), logger)
+	if err != nil {
+		return nil, err
+	}
+	monitorCtx, stopMonitor := context.WithCancel(context.WithoutCancel(e.ctx))
+	go sw.Monitor(monitorCtx)
+	return &service{cfg: sc, h: h, rt: rt, sw: sw, stopMonitor: stopMonitor, closeLaunch: closeLaunch}, nil
+}
+
+// inFlight returns the requests in flight on every service.
+func inFlight(reg *registry.Registry[*service]) int64 {
+	var n int64
+	for _, e := range reg.List() {
+		n += e.Service.rt.InFlight(switcher.Blue) + e.Service.rt.InFlight(switcher.Green)
+	}
+	return n
+}
+
+// specs returns the registry's specs of scs.
+func specs(scs []serviceConfig) []registry.Spec {
+	out := make([]registry.Spec, len(scs))
+	for i, sc := range scs {
+		out[i] = sc.spec()
+	}
+	return out
+}
+
+// describeServices is the log line's summary of what runs: one
+// "name (hosts, prefix)" a service.
+func describeServices(reg *registry.Registry[*service]) string {
+	var parts []string
+	for _, e := range reg.List() {
+		where := "every host"
+		if len(e.Spec.Hosts) > 0 {
+			where = strings.Join(e.Spec.Hosts, " ")
+		}
+		if e.Spec.PathPrefix != "" {
+			where += " " + e.Spec.PathPrefix
+		}
+		parts = append(parts, fmt.Sprintf("%s (%s)", e.Spec.Name, where))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
