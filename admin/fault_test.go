@@ -72,6 +72,12 @@ func TestEveryEndpointNeedsTheToken(t *testing.T) {
 		{"POST", "/v1/rollback", ""},
 		{"POST", "/v1/upgrade", ""},
 		{"GET", "/v1/nope", ""},
+		{"GET", "/v1/services", ""},
+		{"GET", "/v1/services/default/status", ""},
+		{"POST", "/v1/services/default/switch", `{"to":"green"}`},
+		{"POST", "/v1/services/default/deploy", `{"version":"v2"}`},
+		{"POST", "/v1/services/default/rollback", ""},
+		{"POST", "/v1/reload", ""},
 	} {
 		for _, tok := range []string{"", "wrong", "Bearer s3cret", "S3CRET", "s3cre"} {
 			code, body, hdr := call(t, ep.method, srv.URL+ep.path, tok, ep.body)
