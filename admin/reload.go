@@ -32,6 +32,9 @@ type ReloadReport struct {
 	Removed   []RemovedService `json:"removed"`
 	Changed   []string         `json:"changed"`
 	Unchanged []string         `json:"unchanged"`
+	// Rerouted lists the unchanged services whose hosts or path prefix
+	// changed: routed anew, otherwise untouched.
+	Rerouted []string `json:"rerouted,omitempty"`
 }
 
 // RemovedService is a service a reload removed. It takes no new requests;
@@ -67,6 +70,9 @@ func (r ReloadReport) Message() string {
 	}
 	if len(r.Changed) > 0 {
 		parts = append(parts, fmt.Sprintf("%d changed (%s)", len(r.Changed), strings.Join(r.Changed, ", ")))
+	}
+	if len(r.Rerouted) > 0 {
+		parts = append(parts, fmt.Sprintf("%d rerouted (%s)", len(r.Rerouted), strings.Join(r.Rerouted, ", ")))
 	}
 	if len(r.Removed) > 0 {
 		var rm, left []string

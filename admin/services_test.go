@@ -368,7 +368,7 @@ func (f *fakeReloader) Reload(ctx context.Context) (ReloadReport, error) {
 
 func TestReloadReportsWhatChanged(t *testing.T) {
 	rl := &fakeReloader{rep: ReloadReport{File: "/etc/baton/baton.yaml", Added: []string{"api"}, Changed: []string{"shop"},
-		Unchanged: []string{"blog", "docs"},
+		Unchanged: []string{"blog", "docs"}, Rerouted: []string{"docs"},
 		Removed: []RemovedService{{Name: "shop-admin", Instances: []LeftInstance{
 			{Color: "blue", Instance: state.Instance{AppVersion: "1.2.0", PID: 4242, Addr: "127.0.0.1:7080"}}}}}}}
 	srv := httptest.NewServer(New(Config{Token: "t", Reload: rl}, newFakeServices()))
@@ -378,7 +378,7 @@ func TestReloadReportsWhatChanged(t *testing.T) {
 	if code != 200 || json.Unmarshal([]byte(body), &resp) != nil {
 		t.Fatalf("POST /v1/reload: %d %s", code, body)
 	}
-	want := "/etc/baton/baton.yaml: 1 added (api), 1 changed (shop), 1 removed (shop-admin); their app instances are left running: " +
+	want := "/etc/baton/baton.yaml: 1 added (api), 1 changed (shop), 1 rerouted (docs), 1 removed (shop-admin); their app instances are left running: " +
 		"shop-admin blue: 1.2.0 pid 4242 at 127.0.0.1:7080, 2 unchanged"
 	if resp.Message != want {
 		t.Errorf("message %q; want %q", resp.Message, want)

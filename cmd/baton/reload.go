@@ -75,6 +75,7 @@ func printReload(w io.Writer, rr admin.ReloadResponse) {
 	}
 	list("added", rr.Added)
 	list("changed", rr.Changed)
+	list("rerouted", rr.Rerouted)
 	for _, s := range rr.Removed {
 		fmt.Fprintf(w, "  %-10s %s: takes no new requests; its requests in flight finish\n", "removed:", s.Name)
 		for _, in := range s.Instances {
