@@ -41,18 +41,18 @@ type Config struct {
 	// Metrics, if set, is served at GET /metrics (behind the same auth).
 	Metrics http.Handler
 	Logger  *slog.Logger
-	// Deploy configures POST /v1/deploy, served when the Controller is
-	// also a Deployer.
-	Deploy DeployConfig
 	// Upgrade, if set, serves POST /v1/upgrade: replace this baton with a
 	// new binary without closing its sockets.
 	Upgrade Upgrader
+	// Reload, if set, serves POST /v1/reload: read the config file again
+	// and apply it. Nil means this baton has no config file to reload.
+	Reload Reloader
 }
 
 // Server is the admin API. Create it with New; it is safe for concurrent use.
 type Server struct {
 	cfg    Config
-	ctl    Controller
+	svcs   Services
 	mux    *http.ServeMux
 	logger *slog.Logger
 	// createFile creates the file an upload or download is written to; a
@@ -60,26 +60,34 @@ type Server struct {
 	createFile func(name string) (*os.File, error)
 }
 
-// New returns a Server for ctl.
-func New(cfg Config, ctl Controller) *Server {
-	s := &Server{cfg: cfg, ctl: ctl, mux: http.NewServeMux(), logger: cfg.Logger, createFile: func(name string) (*os.File, error) {
+// New returns a Server for the services svcs. The routes under
+// /v1/services/{name}/ drive one service each; the older routes without a
+// name (/v1/status, /v1/switch, /v1/deploy, /v1/rollback, /v1/rollout...)
+// drive the only service while there is one, and answer 400 naming the
+// services while there are several.
+func New(cfg Config, svcs Services) *Server {
+	s := &Server{cfg: cfg, svcs: svcs, mux: http.NewServeMux(), logger: cfg.Logger, createFile: func(name string) (*os.File, error) {
 		return os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	}}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
-	s.mux.Handle("GET /v1/status", s.handle(s.status))
-	s.mux.Handle("POST /v1/switch", s.handle(s.switchColor))
-	if d, ok := ctl.(Deployer); ok {
-		s.mux.Handle("POST /v1/deploy", s.handle(s.deploy(d)))
+	for _, rt := range []struct {
+		pattern string
+		fn      serviceHandler
+	}{
+		{"GET %s/status", s.status},
+		{"POST %s/switch", s.switchColor},
+		{"POST %s/deploy", s.deploy},
+		{"POST %s/rollback", s.rollback},
+		{"POST %s/rollout", s.rollout},
+		{"POST %s/rollout/{action}", s.steer},
+	} {
+		s.mux.Handle(fmt.Sprintf(rt.pattern, "/v1"), s.handle(s.legacy(rt.fn)))
+		s.mux.Handle(fmt.Sprintf(rt.pattern, "/v1/services/{name}"), s.handle(s.named(rt.fn)))
 	}
-	if rb, ok := ctl.(Rollbacker); ok {
-		s.mux.Handle("POST /v1/rollback", s.handle(s.rollback(rb)))
-	}
-	if rl, ok := ctl.(Roller); ok {
-		s.mux.Handle("POST /v1/rollout", s.handle(s.rollout(rl)))
-		s.mux.Handle("POST /v1/rollout/{action}", s.handle(s.steer(rl)))
-	}
+	s.mux.Handle("GET /v1/services", s.handle(s.listServices))
+	s.mux.Handle("POST /v1/reload", s.handle(s.reload))
 	if cfg.Upgrade != nil {
 		s.mux.Handle("POST /v1/upgrade", s.handle(s.upgrade))
 	}
@@ -148,16 +156,23 @@ func isLoopbackHost(host string) bool {
 }
 
 // statusError is an error that carries the HTTP status it should be
-// answered with.
+// answered with, and fields to add to the JSON body beside "error".
 type statusError struct {
-	code int
-	err  error
+	code   int
+	err    error
+	fields map[string]any
 }
 
 func (e *statusError) Error() string { return e.err.Error() }
 func (e *statusError) Unwrap() error { return e.err }
 
 func withStatus(code int, err error) error { return &statusError{code: code, err: err} }
+
+// withFields is withStatus with fields added to the answer, e.g. the list
+// of services beside an error about a service's name.
+func withFields(code int, err error, fields map[string]any) error {
+	return &statusError{code: code, err: err, fields: fields}
+}
 
 func (s *Server) authorize(r *http.Request) error {
 	if s.cfg.Token == "" {
@@ -190,11 +205,16 @@ func (s *Server) handle(fn func(http.ResponseWriter, *http.Request) error) http.
 
 func writeError(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
+	body := map[string]any{}
 	var se *statusError
 	if errors.As(err, &se) {
 		code = se.code
+		for k, v := range se.fields {
+			body[k] = v
+		}
 	}
-	writeJSON(w, code, map[string]string{"error": errorText(err)})
+	body["error"] = errorText(err)
+	writeJSON(w, code, body)
 }
 
 // errorText is err's message for an answer or a stream's last line: a full
@@ -223,26 +243,34 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 var knownPaths = map[string]string{"/v1/status": "GET", "/v1/switch": "POST", "/v1/deploy": "POST", "/v1/rollback": "POST", "/v1/upgrade": "POST", "/metrics": "GET",
-	"/v1/rollout": "POST", "/v1/rollout/percent": "POST", "/v1/rollout/promote": "POST", "/v1/rollout/abort": "POST"}
+	"/v1/rollout": "POST", "/v1/rollout/percent": "POST", "/v1/rollout/promote": "POST", "/v1/rollout/abort": "POST",
+	"/v1/services": "GET", "/v1/reload": "POST"}
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
-	if allow, ok := knownPaths[r.URL.Path]; ok {
+	allow, ok := knownPaths[r.URL.Path]
+	if op, isOp := serviceOp(r.URL.Path); isOp {
+		allow, ok = serviceOps[op], true
+	}
+	if ok {
 		w.Header().Set("Allow", allow)
 		return withStatus(http.StatusMethodNotAllowed, fmt.Errorf("%s %s: method not allowed; use %s", r.Method, r.URL.Path, allow))
 	}
-	return withStatus(http.StatusNotFound, fmt.Errorf("no such endpoint %s; see GET /v1/status and POST /v1/switch", r.URL.Path))
+	return withStatus(http.StatusNotFound, fmt.Errorf("no such endpoint %s; see GET /v1/services, GET /v1/services/{name}/status and POST /v1/services/{name}/switch", r.URL.Path))
 }
 
-// StatusResponse is the body of GET /v1/status.
+// StatusResponse is the body of GET /v1/status and of GET
+// /v1/services/{name}/status.
 type StatusResponse struct {
 	BatonVersion string `json:"baton_version"`
 	// PID is the serving baton process; it changes with an upgrade.
 	PID int `json:"pid"`
+	// Service is the name of the service the status is of.
+	Service string `json:"service"`
 	switcher.Status
 }
 
-func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, StatusResponse{BatonVersion: s.cfg.Version, PID: os.Getpid(), Status: s.ctl.Status()})
+func (s *Server) status(w http.ResponseWriter, r *http.Request, svc Service) error {
+	writeJSON(w, http.StatusOK, StatusResponse{BatonVersion: s.cfg.Version, PID: os.Getpid(), Service: svc.Name, Status: svc.Controller.Status()})
 	return nil
 }
 
@@ -323,7 +351,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	return nil
 }
 
-func (s *Server) switchColor(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) switchColor(w http.ResponseWriter, r *http.Request, svc Service) error {
 	var body SwitchRequest
 	if err := decodeBody(w, r, &body); err != nil {
 		return err
@@ -341,7 +369,7 @@ func (s *Server) switchColor(w http.ResponseWriter, r *http.Request) error {
 		req.To = &c
 	}
 	st := newStream(w)
-	res, err := s.ctl.Switch(r.Context(), req, st.send)
+	res, err := svc.Controller.Switch(r.Context(), req, st.send)
 	if err != nil && !st.started {
 		return operationError(err)
 	}

@@ -46,9 +46,14 @@ func (f *fakeController) Switch(ctx context.Context, req switcher.SwitchRequest,
 	return switcher.Result{ID: "x", From: switcher.Blue, To: switcher.Green, Drained: 4}, nil
 }
 
+// only is the Services of a baton with ctl as its one service, "default".
+func only(ctl Controller, dc DeployConfig) Services {
+	return One(Service{Name: "default", Controller: ctl, Deploy: dc})
+}
+
 func newTestServer(t *testing.T, token string, ctl Controller) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(New(Config{Token: token, Version: "test"}, ctl))
+	srv := httptest.NewServer(New(Config{Token: token, Version: "test"}, only(ctl, DeployConfig{})))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -105,7 +110,7 @@ func TestTokenRequired(t *testing.T) {
 }
 
 func TestNoTokenAcceptsLoopbackOnly(t *testing.T) {
-	s := New(Config{}, &fakeController{})
+	s := New(Config{}, only(&fakeController{}, DeployConfig{}))
 	for addr, want := range map[string]int{"127.0.0.1:5000": 200, "[::1]:5000": 200, "203.0.113.9:5000": 403} {
 		req := httptest.NewRequest("GET", "/v1/status", nil)
 		req.RemoteAddr = addr
@@ -275,7 +280,7 @@ func TestUpgradeEndpoint(t *testing.T) {
 		{"child failed", errors.New("child exited"), 200, "failed"},
 		{"busy", fmt.Errorf("%w: deploy to green", switcher.ErrBusy), 409, ""},
 	} {
-		srv := httptest.NewServer(New(Config{Token: "t", Upgrade: fakeUpgrader{tc.err}}, &fakeController{}))
+		srv := httptest.NewServer(New(Config{Token: "t", Upgrade: fakeUpgrader{tc.err}}, only(&fakeController{}, DeployConfig{})))
 		code, body, _ := call(t, "POST", srv.URL+"/v1/upgrade", "t", "")
 		srv.Close()
 		if code != tc.code {

@@ -48,8 +48,16 @@ func (s *Server) checkBrowser(r *http.Request) error {
 	return nil
 }
 
-// uploadPaths are the endpoints that take the artifact itself as the body.
-var uploadPaths = map[string]bool{"/v1/deploy": true, "/v1/rollout": true}
+// isUploadPath reports whether p is an endpoint that takes the artifact
+// itself as the body: a deploy or a rollout, of the only service or of a
+// named one.
+func isUploadPath(p string) bool {
+	if p == "/v1/deploy" || p == "/v1/rollout" {
+		return true
+	}
+	op, ok := serviceOp(p)
+	return ok && (op == "deploy" || op == "rollout")
+}
 
 // formTypes are the Content-Types a web page may send to another site
 // without a CORS preflight (the Fetch standard's CORS-safelisted ones).
@@ -68,11 +76,11 @@ func checkContentType(r *http.Request) error {
 	if raw != "" && err != nil {
 		return withStatus(http.StatusUnsupportedMediaType, fmt.Errorf("Content-Type %q: %w", raw, err))
 	}
-	if ct == "application/json" || (ct == "application/octet-stream" && uploadPaths[r.URL.Path]) {
+	if ct == "application/json" || (ct == "application/octet-stream" && isUploadPath(r.URL.Path)) {
 		return nil
 	}
 	want := "application/json"
-	if uploadPaths[r.URL.Path] {
+	if isUploadPath(r.URL.Path) {
 		want += ", or the artifact itself as application/octet-stream"
 	}
 	if ct == "" || formTypes[ct] {

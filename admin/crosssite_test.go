@@ -69,7 +69,7 @@ func TestCrossSiteRequestsAreRefused(t *testing.T) {
 	deployURL := `{"version":"v6","artifact":"` + art.URL + `/evil.jar"}`
 
 	ctl := &fullController{}
-	srv := httptest.NewServer(New(Config{Upgrade: fakeUpgrader{}, Deploy: DeployConfig{UploadDir: t.TempDir()}}, ctl))
+	srv := httptest.NewServer(New(Config{Upgrade: fakeUpgrader{}}, only(ctl, DeployConfig{UploadDir: t.TempDir()})))
 	t.Cleanup(srv.Close)
 	port := srv.URL[strings.LastIndex(srv.URL, ":")+1:]
 
@@ -130,7 +130,7 @@ func TestCrossSiteRequestsAreRefused(t *testing.T) {
 // token, and a form-shaped body is refused too.
 func TestCrossOriginRefusedWhateverTheToken(t *testing.T) {
 	ctl := &fullController{}
-	srv := httptest.NewServer(New(Config{Token: "s3cret", Upgrade: fakeUpgrader{}}, ctl))
+	srv := httptest.NewServer(New(Config{Token: "s3cret", Upgrade: fakeUpgrader{}}, only(ctl, DeployConfig{})))
 	t.Cleanup(srv.Close)
 	for _, tc := range []crossSiteCase{
 		{name: "foreign Origin", path: "/v1/switch", host: "baton.example:9900", ctype: "application/json", origin: "https://evil.example", body: "{}", want: 403},

@@ -26,7 +26,7 @@ import (
 // DeployConfig.MaxArtifactBytes is zero.
 const DefaultMaxArtifactBytes = 1 << 30
 
-// DeployConfig configures POST /v1/deploy.
+// DeployConfig configures the deploys and rollouts of one service.
 type DeployConfig struct {
 	// UploadDir is where uploaded and downloaded artifacts are kept while
 	// their deploy runs; each is removed when its deploy ends (the launcher
@@ -41,8 +41,8 @@ type DeployConfig struct {
 	Client *http.Client
 }
 
-// Deployer is what POST /v1/deploy needs of the switcher. New serves the
-// endpoint when the Controller implements it.
+// Deployer is what POST /v1/deploy needs of the switcher. The endpoint
+// is served for a service whose Controller implements it.
 type Deployer interface {
 	Deploy(ctx context.Context, req switcher.DeployRequest, emit func(switcher.Event)) (switcher.DeployResult, error)
 }
@@ -84,54 +84,59 @@ type artifact struct {
 	cleanup   func()
 }
 
-func (s *Server) deploy(d Deployer) func(http.ResponseWriter, *http.Request) error {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		req, upload, err := s.parseDeploy(w, r)
-		if err != nil {
-			return err
-		}
-		if err := switcher.CheckVersion(req.Version); err != nil {
-			return withStatus(http.StatusBadRequest, err)
-		}
-		watch, err := req.WatchRequest.watch()
-		if err != nil {
-			return err
-		}
-		art, err := s.takeArtifact(w, r, upload, req.Artifact, req.SHA256)
-		if err != nil {
-			return err
-		}
-		defer art.cleanup()
-
-		st := newStream(w)
-		res, err := d.Deploy(r.Context(), switcher.DeployRequest{Version: req.Version, Artifact: art.path, SHA256: art.sum, Watch: watch}, art.emitter(st))
-		if err != nil && !st.started {
-			return operationError(err)
-		}
-		st.line(deployLine(res, art.sum, err, fmt.Sprintf("deployed %s to %s in %s", res.Version, res.To, res.Duration.Round(time.Millisecond))))
-		return nil
+func (s *Server) deploy(w http.ResponseWriter, r *http.Request, svc Service) error {
+	d, ok := svc.Controller.(Deployer)
+	if !ok {
+		return unsupported(r, svc, "deploys")
 	}
+	req, upload, err := s.parseDeploy(w, r, svc.Deploy)
+	if err != nil {
+		return err
+	}
+	if err := switcher.CheckVersion(req.Version); err != nil {
+		return withStatus(http.StatusBadRequest, err)
+	}
+	watch, err := req.WatchRequest.watch()
+	if err != nil {
+		return err
+	}
+	art, err := s.takeArtifact(w, r, svc, upload, req.Artifact, req.SHA256)
+	if err != nil {
+		return err
+	}
+	defer art.cleanup()
+
+	st := newStream(w)
+	res, err := d.Deploy(r.Context(), switcher.DeployRequest{Version: req.Version, Artifact: art.path, SHA256: art.sum, Watch: watch}, art.emitter(st))
+	if err != nil && !st.started {
+		return operationError(err)
+	}
+	st.line(deployLine(res, art.sum, err, fmt.Sprintf("deployed %s to %s in %s", res.Version, res.To, res.Duration.Round(time.Millisecond))))
+	return nil
 }
 
-// takeArtifact gets the artifact a deploy or rollout names: the request
-// body if upload (name is then the file's name), a URL to download, or a
-// path on baton's machine; none if name is empty. If want is set, the
-// artifact's sha256 must match it. The caller calls the result's cleanup.
-func (s *Server) takeArtifact(w http.ResponseWriter, r *http.Request, upload bool, name, want string) (artifact, error) {
+// takeArtifact gets the artifact a deploy or rollout of svc names: the
+// request body if upload (name is then the file's name), a URL to
+// download, or a path on baton's machine; none if name is empty. If want
+// is set, the artifact's sha256 must match it. The caller calls the
+// result's cleanup.
+func (s *Server) takeArtifact(w http.ResponseWriter, r *http.Request, svc Service, upload bool, name, want string) (artifact, error) {
 	// Refuse before reading a large upload that could not be deployed.
-	if op := s.ctl.Status().Operation; op != nil {
+	// Only svc's own operation counts: other services deploy meanwhile.
+	if op := svc.Controller.Status().Operation; op != nil {
 		return artifact{}, withStatus(http.StatusConflict, fmt.Errorf("%w: %s to %s started %s ago (step %s)", switcher.ErrBusy,
 			op.Kind, op.To, time.Since(op.Started).Round(time.Millisecond), op.Step))
 	}
+	dc := svc.Deploy
 	var (
 		art artifact
 		err error
 	)
 	switch {
 	case upload:
-		art, err = s.receive(w, r, name)
+		art, err = s.receive(w, r, dc, name)
 	case strings.HasPrefix(name, "http://"), strings.HasPrefix(name, "https://"):
-		art, err = s.download(r.Context(), name)
+		art, err = s.download(r.Context(), dc, name)
 	case name != "":
 		art, err = localArtifact(name)
 	default:
@@ -162,15 +167,15 @@ func (a *artifact) emitter(st *stream) func(switcher.Event) {
 }
 
 // uploadName checks the file name of an upload, "artifact" if name is
-// empty, and that this baton takes uploads. It returns the name to use.
-func (s *Server) uploadName(name string) (string, error) {
+// empty, and that dc takes uploads. It returns the name to use.
+func uploadName(dc DeployConfig, name string) (string, error) {
 	if name == "" {
 		name = "artifact"
 	}
 	if !artifactNameRE.MatchString(name) {
 		return name, withStatus(http.StatusBadRequest, fmt.Errorf("name %q: want a plain file name (letters, digits, . _ + -)", name))
 	}
-	if s.cfg.Deploy.UploadDir == "" {
+	if dc.UploadDir == "" {
 		return name, withStatus(http.StatusBadRequest, errors.New("this baton takes no uploads; give a path or URL"))
 	}
 	return name, nil
@@ -196,7 +201,7 @@ func deployLine(res switcher.DeployResult, sum string, err error, okMsg string) 
 
 // parseDeploy reads the request's fields: from the query for an upload
 // (upload is true; Artifact is then the file's name), else from the JSON body.
-func (s *Server) parseDeploy(w http.ResponseWriter, r *http.Request) (req DeployRequest, upload bool, err error) {
+func (s *Server) parseDeploy(w http.ResponseWriter, r *http.Request, dc DeployConfig) (req DeployRequest, upload bool, err error) {
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	switch ct {
 	case "application/octet-stream":
@@ -205,7 +210,7 @@ func (s *Server) parseDeploy(w http.ResponseWriter, r *http.Request) (req Deploy
 		if req.WatchRequest, err = watchFromQuery(q); err != nil {
 			return req, true, err
 		}
-		req.Artifact, err = s.uploadName(req.Artifact)
+		req.Artifact, err = uploadName(dc, req.Artifact)
 		return req, true, err
 	case "application/json":
 		if err := decodeBody(w, r, &req); err != nil {
@@ -220,17 +225,17 @@ func (s *Server) parseDeploy(w http.ResponseWriter, r *http.Request) (req Deploy
 		fmt.Errorf("Content-Type %q: send JSON, or the artifact itself as application/octet-stream", ct))
 }
 
-func (s *Server) maxArtifact() int64 {
-	if s.cfg.Deploy.MaxArtifactBytes > 0 {
-		return s.cfg.Deploy.MaxArtifactBytes
+func maxArtifact(dc DeployConfig) int64 {
+	if dc.MaxArtifactBytes > 0 {
+		return dc.MaxArtifactBytes
 	}
 	return DefaultMaxArtifactBytes
 }
 
 // receive streams the request body to a file named name in a directory of
-// its own under UploadDir, hashing it on the way.
-func (s *Server) receive(w http.ResponseWriter, r *http.Request, name string) (artifact, error) {
-	limit := s.maxArtifact()
+// its own under dc's UploadDir, hashing it on the way.
+func (s *Server) receive(w http.ResponseWriter, r *http.Request, dc DeployConfig, name string) (artifact, error) {
+	limit := maxArtifact(dc)
 	if r.ContentLength > limit {
 		return artifact{}, withStatus(http.StatusRequestEntityTooLarge, fmt.Errorf("artifact of %d bytes is over the limit of %d (--max-artifact-size)", r.ContentLength, limit))
 	}
@@ -238,7 +243,7 @@ func (s *Server) receive(w http.ResponseWriter, r *http.Request, name string) (a
 	// which is sized for small JSON requests; the size limit bounds it.
 	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	t := time.Now()
-	art, n, err := s.store(name, http.MaxBytesReader(w, r.Body, limit))
+	art, n, err := s.store(dc, name, http.MaxBytesReader(w, r.Body, limit))
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
@@ -257,9 +262,9 @@ func (s *Server) receive(w http.ResponseWriter, r *http.Request, name string) (a
 	return art, nil
 }
 
-// download fetches an artifact URL into UploadDir.
-func (s *Server) download(ctx context.Context, rawURL string) (artifact, error) {
-	if s.cfg.Deploy.UploadDir == "" {
+// download fetches an artifact URL into dc's UploadDir.
+func (s *Server) download(ctx context.Context, dc DeployConfig, rawURL string) (artifact, error) {
+	if dc.UploadDir == "" {
 		return artifact{}, withStatus(http.StatusBadRequest, errors.New("this baton downloads no artifacts; give a path"))
 	}
 	u, err := url.Parse(rawURL)
@@ -270,7 +275,7 @@ func (s *Server) download(ctx context.Context, rawURL string) (artifact, error) 
 	if !artifactNameRE.MatchString(name) {
 		name = "artifact"
 	}
-	client := s.cfg.Deploy.Client
+	client := dc.Client
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Minute}
 	}
@@ -287,8 +292,8 @@ func (s *Server) download(ctx context.Context, rawURL string) (artifact, error) 
 	if resp.StatusCode != http.StatusOK {
 		return artifact{}, withStatus(http.StatusBadGateway, fmt.Errorf("download %s: %s", u.Redacted(), resp.Status))
 	}
-	limit := s.maxArtifact()
-	art, n, err := s.store(name, io.LimitReader(resp.Body, limit+1))
+	limit := maxArtifact(dc)
+	art, n, err := s.store(dc, name, io.LimitReader(resp.Body, limit+1))
 	switch {
 	case err != nil:
 		err = fmt.Errorf("download %s broke off after %d bytes: %w", u.Redacted(), n, err)
@@ -327,13 +332,13 @@ func (e *diskFullError) Error() string {
 
 func (e *diskFullError) Unwrap() error { return e.err }
 
-// store writes r to UploadDir/upload-*/name and returns it with its sha256.
-// On error nothing is left behind.
-func (s *Server) store(name string, r io.Reader) (artifact, int64, error) {
-	if err := os.MkdirAll(s.cfg.Deploy.UploadDir, 0o700); err != nil {
+// store writes r to dc's UploadDir/upload-*/name and returns it with its
+// sha256. On error nothing is left behind.
+func (s *Server) store(dc DeployConfig, name string, r io.Reader) (artifact, int64, error) {
+	if err := os.MkdirAll(dc.UploadDir, 0o700); err != nil {
 		return artifact{}, 0, err
 	}
-	dir, err := os.MkdirTemp(s.cfg.Deploy.UploadDir, "upload-")
+	dir, err := os.MkdirTemp(dc.UploadDir, "upload-")
 	if err != nil {
 		return artifact{}, 0, err
 	}
@@ -380,8 +385,8 @@ func localArtifact(p string) (artifact, error) {
 
 func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }
 
-// Rollbacker is what POST /v1/rollback needs of the switcher. New serves
-// the endpoint when the Controller implements it.
+// Rollbacker is what POST /v1/rollback needs of the switcher. The
+// endpoint is served for a service whose Controller implements it.
 type Rollbacker interface {
 	Rollback(ctx context.Context, emit func(switcher.Event)) (switcher.DeployResult, error)
 }
@@ -390,26 +395,28 @@ type Rollbacker interface {
 // but unknown ones are refused like everywhere else.
 type rollbackRequest struct{}
 
-func (s *Server) rollback(rb Rollbacker) func(http.ResponseWriter, *http.Request) error {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		var body rollbackRequest
-		if err := decodeBody(w, r, &body); err != nil {
-			return err
-		}
-		st := newStream(w)
-		res, err := rb.Rollback(r.Context(), st.send)
-		if err != nil && !st.started {
-			return operationError(err)
-		}
-		what := res.To.String()
-		if res.Version != "" {
-			what = res.Version + " on " + what
-		}
-		last := deployLine(res, "", err, fmt.Sprintf("rolled back to %s in %s", what, res.Duration.Round(time.Millisecond)))
-		if err != nil {
-			last.Message = "rollback failed"
-		}
-		st.line(last)
-		return nil
+func (s *Server) rollback(w http.ResponseWriter, r *http.Request, svc Service) error {
+	rb, ok := svc.Controller.(Rollbacker)
+	if !ok {
+		return unsupported(r, svc, "rollbacks")
 	}
+	var body rollbackRequest
+	if err := decodeBody(w, r, &body); err != nil {
+		return err
+	}
+	st := newStream(w)
+	res, err := rb.Rollback(r.Context(), st.send)
+	if err != nil && !st.started {
+		return operationError(err)
+	}
+	what := res.To.String()
+	if res.Version != "" {
+		what = res.Version + " on " + what
+	}
+	last := deployLine(res, "", err, fmt.Sprintf("rolled back to %s in %s", what, res.Duration.Round(time.Millisecond)))
+	if err != nil {
+		last.Message = "rollback failed"
+	}
+	st.line(last)
+	return nil
 }

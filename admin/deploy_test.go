@@ -60,7 +60,7 @@ func (f *fakeDeployer) Deploy(ctx context.Context, req switcher.DeployRequest, e
 
 func deployServer(t *testing.T, d *fakeDeployer, cfg DeployConfig) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(New(Config{Deploy: cfg}, d))
+	srv := httptest.NewServer(New(Config{}, only(d, cfg)))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -186,7 +186,7 @@ func TestDeployRefusals(t *testing.T) {
 func TestErrorsDoNotSayInvalidRequest(t *testing.T) {
 	conflict := fmt.Errorf("deploy v2 to green: %w: green (127.0.0.1:8081) is already in use by a process baton did not start; stop it; blue keeps serving", switcher.ErrInvalid)
 	d := &midStreamDeployer{err: conflict}
-	srv := httptest.NewServer(New(Config{}, d))
+	srv := httptest.NewServer(New(Config{}, only(d, DeployConfig{})))
 	t.Cleanup(srv.Close)
 	code, lines, raw := postDeploy(t, srv.URL+"/v1/deploy", "application/json", `{"version":"v2"}`)
 	if code != 200 || len(lines) == 0 {

@@ -21,7 +21,7 @@ func diskFullServer(t *testing.T, d *fakeDeployer, uploads string) *httptest.Ser
 	if _, err := os.Stat("/dev/full"); err != nil {
 		t.Fatalf("this test writes to /dev/full: %v", err)
 	}
-	s := New(Config{Deploy: DeployConfig{UploadDir: uploads}}, d)
+	s := New(Config{}, only(d, DeployConfig{UploadDir: uploads}))
 	s.createFile = func(string) (*os.File, error) { return os.OpenFile("/dev/full", os.O_WRONLY, 0) }
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)

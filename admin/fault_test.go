@@ -62,7 +62,7 @@ func (f *fullController) calls() (switches, deploys, rollbacks int) {
 func TestEveryEndpointNeedsTheToken(t *testing.T) {
 	ctl := &fullController{}
 	srv := httptest.NewServer(New(Config{Token: "s3cret", Metrics: http.NotFoundHandler(),
-		Upgrade: fakeUpgrader{}, Deploy: DeployConfig{UploadDir: t.TempDir()}}, ctl))
+		Upgrade: fakeUpgrader{}}, only(ctl, DeployConfig{UploadDir: t.TempDir()})))
 	t.Cleanup(srv.Close)
 	for _, ep := range []struct{ method, path, body string }{
 		{"GET", "/v1/status", ""},
@@ -72,6 +72,12 @@ func TestEveryEndpointNeedsTheToken(t *testing.T) {
 		{"POST", "/v1/rollback", ""},
 		{"POST", "/v1/upgrade", ""},
 		{"GET", "/v1/nope", ""},
+		{"GET", "/v1/services", ""},
+		{"GET", "/v1/services/default/status", ""},
+		{"POST", "/v1/services/default/switch", `{"to":"green"}`},
+		{"POST", "/v1/services/default/deploy", `{"version":"v2"}`},
+		{"POST", "/v1/services/default/rollback", ""},
+		{"POST", "/v1/reload", ""},
 	} {
 		for _, tok := range []string{"", "wrong", "Bearer s3cret", "S3CRET", "s3cre"} {
 			code, body, hdr := call(t, ep.method, srv.URL+ep.path, tok, ep.body)
@@ -102,7 +108,7 @@ func TestEveryEndpointNeedsTheToken(t *testing.T) {
 // before anything runs.
 func TestEveryEndpointRefusesBadBodies(t *testing.T) {
 	ctl := &fullController{}
-	srv := httptest.NewServer(New(Config{Token: "t", Upgrade: fakeUpgrader{}}, ctl))
+	srv := httptest.NewServer(New(Config{Token: "t", Upgrade: fakeUpgrader{}}, only(ctl, DeployConfig{})))
 	t.Cleanup(srv.Close)
 	huge := `{"version":"` + strings.Repeat("x", MaxBodyBytes) + `"}`
 	for _, path := range []string{"/v1/switch", "/v1/deploy", "/v1/rollback", "/v1/upgrade"} {

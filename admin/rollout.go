@@ -14,9 +14,9 @@ import (
 	"github.com/batonproxy/baton/switcher"
 )
 
-// Roller is what the rollout endpoints need of the switcher. New serves
-// POST /v1/rollout and POST /v1/rollout/{action} when the Controller
-// implements it.
+// Roller is what the rollout endpoints need of the switcher. POST
+// /v1/rollout and POST /v1/rollout/{action} are served for a service
+// whose Controller implements it.
 type Roller interface {
 	Rollout(ctx context.Context, req switcher.RolloutRequest, emit func(switcher.Event)) (switcher.DeployResult, error)
 	Steer(cmd switcher.RolloutCommand) (switcher.RolloutStatus, error)
@@ -264,60 +264,62 @@ func (w WatchRequest) Query() url.Values {
 	return q
 }
 
-func (s *Server) rollout(rl Roller) func(http.ResponseWriter, *http.Request) error {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		var (
-			body   RolloutRequest
-			upload bool
-		)
-		ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-		switch ct {
-		case "application/octet-stream":
-			upload = true
-			var err error
-			if body, err = rolloutFromQuery(r.URL.Query()); err != nil {
-				return err
-			}
-			if body.Artifact, err = s.uploadName(body.Artifact); err != nil {
-				return err
-			}
-		case "application/json":
-			if err := decodeBody(w, r, &body); err != nil {
-				return err
-			}
-		default:
-			return withStatus(http.StatusUnsupportedMediaType,
-				fmt.Errorf("Content-Type %q: send JSON, or the artifact itself as application/octet-stream", ct))
-		}
-		if body.Version == "" {
-			return withStatus(http.StatusBadRequest, errors.New(`the request needs "version"`))
-		}
-		if err := switcher.CheckVersion(body.Version); err != nil {
-			return withStatus(http.StatusBadRequest, err)
-		}
-		req, err := body.rollout()
-		if err != nil {
-			return err
-		}
-		art, err := s.takeArtifact(w, r, upload, body.Artifact, body.SHA256)
-		if err != nil {
-			return err
-		}
-		defer art.cleanup()
-		req.Artifact, req.SHA256 = art.path, art.sum
-
-		st := newStream(w)
-		res, err := rl.Rollout(r.Context(), req, art.emitter(st))
-		if err != nil && !st.started {
-			return operationError(err)
-		}
-		last := deployLine(res, art.sum, err, fmt.Sprintf("rolled out %s to %s in %s", res.Version, res.To, res.Duration.Round(time.Millisecond)))
-		if err != nil {
-			last.Message = "rollout failed"
-		}
-		st.line(last)
-		return nil
+func (s *Server) rollout(w http.ResponseWriter, r *http.Request, svc Service) error {
+	rl, ok := svc.Controller.(Roller)
+	if !ok {
+		return unsupported(r, svc, "rollouts")
 	}
+	var (
+		body   RolloutRequest
+		upload bool
+	)
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	switch ct {
+	case "application/octet-stream":
+		upload = true
+		var err error
+		if body, err = rolloutFromQuery(r.URL.Query()); err != nil {
+			return err
+		}
+		if body.Artifact, err = uploadName(svc.Deploy, body.Artifact); err != nil {
+			return err
+		}
+	case "application/json":
+		if err := decodeBody(w, r, &body); err != nil {
+			return err
+		}
+	default:
+		return withStatus(http.StatusUnsupportedMediaType,
+			fmt.Errorf("Content-Type %q: send JSON, or the artifact itself as application/octet-stream", ct))
+	}
+	if body.Version == "" {
+		return withStatus(http.StatusBadRequest, errors.New(`the request needs "version"`))
+	}
+	if err := switcher.CheckVersion(body.Version); err != nil {
+		return withStatus(http.StatusBadRequest, err)
+	}
+	req, err := body.rollout()
+	if err != nil {
+		return err
+	}
+	art, err := s.takeArtifact(w, r, svc, upload, body.Artifact, body.SHA256)
+	if err != nil {
+		return err
+	}
+	defer art.cleanup()
+	req.Artifact, req.SHA256 = art.path, art.sum
+
+	st := newStream(w)
+	res, err := rl.Rollout(r.Context(), req, art.emitter(st))
+	if err != nil && !st.started {
+		return operationError(err)
+	}
+	last := deployLine(res, art.sum, err, fmt.Sprintf("rolled out %s to %s in %s", res.Version, res.To, res.Duration.Round(time.Millisecond)))
+	if err != nil {
+		last.Message = "rollout failed"
+	}
+	st.line(last)
+	return nil
 }
 
 // SteerRequest is the JSON body of POST /v1/rollout/percent; promote and
@@ -332,50 +334,52 @@ type SteerResponse struct {
 	Rollout switcher.RolloutStatus `json:"rollout"`
 }
 
-func (s *Server) steer(rl Roller) func(http.ResponseWriter, *http.Request) error {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		cmd := switcher.RolloutCommand{Action: r.PathValue("action")}
-		var msg string
-		switch cmd.Action {
-		case "percent":
-			var body SteerRequest
-			if err := decodeBody(w, r, &body); err != nil {
-				return err
-			}
-			if body.Percent == nil {
-				return withStatus(http.StatusBadRequest, errors.New(`the body needs "percent"`))
-			}
-			cmd.Percent = *body.Percent
-			msg = fmt.Sprintf("the new version takes %d%% of requests", cmd.Percent)
-		case "promote":
-			msg = "promoting: the new version takes all requests, the old one is drained and stopped"
-		case "abort":
-			msg = "aborting: all requests go back to the old version, the new one is drained and stopped"
-		default:
-			return withStatus(http.StatusNotFound, fmt.Errorf("no such rollout action %q; use percent, promote or abort", cmd.Action))
-		}
-		// Steer answers with the rollout as the command leaves it
-		// ("promoting", "aborting"), so whether it was a watch is read
-		// before.
-		before := s.ctl.Status().Rollout
-		st, err := rl.Steer(cmd)
-		switch {
-		case errors.Is(err, switcher.ErrNoRollout):
-			return withStatus(http.StatusConflict, err)
-		case errors.Is(err, switcher.ErrInvalid):
-			return withStatus(http.StatusBadRequest, err)
-		case err != nil:
+func (s *Server) steer(w http.ResponseWriter, r *http.Request, svc Service) error {
+	rl, ok := svc.Controller.(Roller)
+	if !ok {
+		return unsupported(r, svc, "rollouts")
+	}
+	cmd := switcher.RolloutCommand{Action: r.PathValue("action")}
+	var msg string
+	switch cmd.Action {
+	case "percent":
+		var body SteerRequest
+		if err := decodeBody(w, r, &body); err != nil {
 			return err
 		}
-		if before != nil && before.Phase == "watch" {
-			switch cmd.Action {
-			case "promote":
-				msg = "ending the watch: the old version is stopped"
-			case "abort":
-				msg = "rolling back: all requests go back to the old version, the new one is drained and stopped"
-			}
+		if body.Percent == nil {
+			return withStatus(http.StatusBadRequest, errors.New(`the body needs "percent"`))
 		}
-		writeJSON(w, http.StatusOK, SteerResponse{Message: msg, Rollout: st})
-		return nil
+		cmd.Percent = *body.Percent
+		msg = fmt.Sprintf("the new version takes %d%% of requests", cmd.Percent)
+	case "promote":
+		msg = "promoting: the new version takes all requests, the old one is drained and stopped"
+	case "abort":
+		msg = "aborting: all requests go back to the old version, the new one is drained and stopped"
+	default:
+		return withStatus(http.StatusNotFound, fmt.Errorf("no such rollout action %q; use percent, promote or abort", cmd.Action))
 	}
+	// Steer answers with the rollout as the command leaves it
+	// ("promoting", "aborting"), so whether it was a watch is read
+	// before.
+	before := svc.Controller.Status().Rollout
+	st, err := rl.Steer(cmd)
+	switch {
+	case errors.Is(err, switcher.ErrNoRollout):
+		return withStatus(http.StatusConflict, err)
+	case errors.Is(err, switcher.ErrInvalid):
+		return withStatus(http.StatusBadRequest, err)
+	case err != nil:
+		return err
+	}
+	if before != nil && before.Phase == "watch" {
+		switch cmd.Action {
+		case "promote":
+			msg = "ending the watch: the old version is stopped"
+		case "abort":
+			msg = "rolling back: all requests go back to the old version, the new one is drained and stopped"
+		}
+	}
+	writeJSON(w, http.StatusOK, SteerResponse{Message: msg, Rollout: st})
+	return nil
 }

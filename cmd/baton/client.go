@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -17,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/batonproxy/baton/admin"
+	"github.com/batonproxy/baton/switcher"
 )
 
 // adminClient is a thin HTTP client of the admin API; every CLI command
@@ -102,16 +104,31 @@ func (c *adminClient) send(req *http.Request) (*http.Response, error) {
 	}
 	if resp.StatusCode >= 300 {
 		defer resp.Body.Close()
-		var e struct {
-			Error string `json:"error"`
-		}
+		e := &apiError{method: method, path: path, status: resp.Status, code: resp.StatusCode}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if json.Unmarshal(b, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(b))
+		if json.Unmarshal(b, e) != nil || e.Message == "" {
+			e.Message = strings.TrimSpace(string(b))
 		}
-		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Error)
+		return nil, e
 	}
 	return resp, nil
+}
+
+// apiError is an answer of 300 or more from the admin API: its JSON error
+// and the fields some errors carry beside it.
+type apiError struct {
+	method, path, status string
+	code                 int
+	Message              string `json:"error"`
+	// Problems are every problem of a config file that a reload refused.
+	Problems []string `json:"errors"`
+	// Services are the services there are, with an error about which
+	// service a request is for.
+	Services []string `json:"services"`
+}
+
+func (e *apiError) Error() string {
+	return fmt.Sprintf("%s %s: %s: %s", e.method, e.path, e.status, e.Message)
 }
 
 // readAnswer reads a JSON answer of at most limit bytes (all of it if limit
@@ -136,10 +153,11 @@ func readAnswer(r io.Reader, limit int64, stdout io.Writer, raw bool, v any, wha
 	return true, nil
 }
 
-// fetchStatus reads GET /v1/status.
-func fetchStatus(ctx context.Context, c *adminClient) (admin.StatusResponse, error) {
+// fetchStatus reads the status at path: GET /v1/status, or GET
+// /v1/services/{name}/status.
+func fetchStatus(ctx context.Context, c *adminClient, path string) (admin.StatusResponse, error) {
 	var st admin.StatusResponse
-	resp, err := c.do(ctx, http.MethodGet, "/v1/status", nil)
+	resp, err := c.do(ctx, http.MethodGet, path, nil)
 	if err != nil {
 		return st, err
 	}
@@ -150,7 +168,7 @@ func fetchStatus(ctx context.Context, c *adminClient) (admin.StatusResponse, err
 	return st, nil
 }
 
-const switchSynopsis = `Usage: baton switch [--to blue|green] [flags]
+const switchSynopsis = `Usage: baton switch [--to blue|green] [--service NAME] [flags]
 
 Moves traffic to the other colour (or to --to). baton health-checks the
 target, swaps, drains the requests in flight on the old colour, then stops
@@ -165,10 +183,12 @@ exits 1 (see docs/canary.md).`
 func runSwitch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		cf     clientFlags
+		sf     serviceFlag
 		to     string
 		asJSON bool
 	)
 	fs := newFlagSet("switch", switchSynopsis, stdout)
+	sf.register(fs)
 	fs.StringVar(&to, "to", "", "target `colour` (blue or green); default: the one not live")
 	fs.BoolVar(&asJSON, "json", false, "print the raw NDJSON progress lines")
 	var wf watchFlags // --watch and the judge's thresholds: rollout.go
@@ -188,10 +208,14 @@ func runSwitch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	body, _ := json.Marshal(admin.SwitchRequest{To: to, WatchRequest: watch})
-	resp, err := c.do(ctx, http.MethodPost, "/v1/switch", strings.NewReader(string(body)))
+	path, err := sf.path(ctx, c, "switch")
 	if err != nil {
 		return err
+	}
+	body, _ := json.Marshal(admin.SwitchRequest{To: to, WatchRequest: watch})
+	resp, err := c.do(ctx, http.MethodPost, path, strings.NewReader(string(body)))
+	if err != nil {
+		return sf.serviceError(err)
 	}
 	defer resp.Body.Close()
 	return printStream(resp.Body, stdout, asJSON)
@@ -263,7 +287,7 @@ func lineWarnings(l admin.StreamLine) []string {
 	return nil
 }
 
-const rollbackSynopsis = `Usage: baton rollback [flags]
+const rollbackSynopsis = `Usage: baton rollback [--service NAME] [flags]
 
 Brings back the version that was live before the last deploy, switch or
 rollback, on the idle colour. If its instance still runs (after a deploy
@@ -277,17 +301,22 @@ roll back to (409, with the reason) or the rollback failed (the current
 version keeps serving); 2 on misuse.`
 
 func runRollback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return runStreamed(ctx, "rollback", rollbackSynopsis, "/v1/rollback", args, stdout)
+	return runStreamed(ctx, "rollback", rollbackSynopsis, "rollback", true, args, stdout)
 }
 
 // runStreamed runs a client command that takes no flags of its own besides
-// --json and the admin flags, POSTs to path and prints the streamed steps.
-func runStreamed(ctx context.Context, name, synopsis, path string, args []string, stdout io.Writer) error {
+// --json, the admin flags and, if perService, --service; POSTs to op
+// (/v1/op, or /v1/services/NAME/op) and prints the streamed steps.
+func runStreamed(ctx context.Context, name, synopsis, op string, perService bool, args []string, stdout io.Writer) error {
 	var (
 		cf     clientFlags
+		sf     serviceFlag
 		asJSON bool
 	)
 	fs := newFlagSet(name, synopsis, stdout)
+	if perService {
+		sf.register(fs)
+	}
 	fs.BoolVar(&asJSON, "json", false, "print the raw NDJSON progress lines")
 	cf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -297,45 +326,226 @@ func runStreamed(ctx context.Context, name, synopsis, path string, args []string
 	if err != nil {
 		return err
 	}
+	path := "/v1/" + op
+	if perService {
+		if path, err = sf.path(ctx, c, op); err != nil {
+			return err
+		}
+	}
 	resp, err := c.do(ctx, http.MethodPost, path, nil)
 	if err != nil {
+		if perService {
+			return sf.serviceError(err)
+		}
 		return err
 	}
 	defer resp.Body.Close()
 	return printStream(resp.Body, stdout, asJSON)
 }
 
-const statusSynopsis = `Usage: baton status [--json] [flags]
+const statusSynopsis = `Usage: baton status [--service NAME] [--json] [flags]
 
 Shows which colour is live, each app's health and requests in flight, and
-the last switches.`
+the last switches. While baton has several services, 'baton status'
+without --service shows a table instead, a line a service: the hosts it
+takes, its live colour, the app version on each colour, the health of the
+live colour, its requests in flight and its last deploy.
+
+--json prints the admin API's answer: GET /v1/services/NAME/status with
+--service or while baton has one service (GET /v1/status), else GET
+/v1/services.
+
+Exits 1 when the live colour of a service shown is down (its health check
+fails), so that it can serve as a monitoring check; 2 on misuse.`
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		cf     clientFlags
+		sf     serviceFlag
 		asJSON bool
 	)
 	fs := newFlagSet("status", statusSynopsis, stdout)
+	sf.register(fs)
 	fs.BoolVar(&asJSON, "json", false, "print the status as JSON")
 	cf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := sf.check(); err != nil {
 		return err
 	}
 	c, err := cf.client()
 	if err != nil {
 		return err
 	}
-	resp, err := c.do(ctx, http.MethodGet, "/v1/status", nil)
+	path := "/v1/status"
+	if sf.set() {
+		path = "/v1/services/" + url.PathEscape(sf.name) + "/status"
+	} else {
+		list, raw, err := fetchServicesRaw(ctx, c)
+		switch {
+		case errors.Is(err, errNoServicesAPI):
+			// A baton from before services: one, on /v1/status.
+		case err != nil:
+			return err
+		case len(list.Services) != 1:
+			if asJSON {
+				_, err = stdout.Write(raw)
+			} else {
+				printServices(stdout, list, time.Now())
+			}
+			return errors.Join(err, servicesDown(list.Services))
+		}
+	}
+	resp, err := c.do(ctx, http.MethodGet, path, nil)
 	if err != nil {
-		return err
+		return sf.serviceError(err)
 	}
 	defer resp.Body.Close()
-	var st admin.StatusResponse
-	if ok, err := readAnswer(resp.Body, 0, stdout, asJSON, &st, "status"); !ok {
-		return err
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("reading status: %w", err)
 	}
-	printStatus(stdout, st, time.Now())
+	var st admin.StatusResponse
+	if err := json.Unmarshal(b, &st); err != nil {
+		return fmt.Errorf("decoding status: %w", err)
+	}
+	if asJSON {
+		if _, err := stdout.Write(b); err != nil {
+			return err
+		}
+	} else {
+		if sf.set() {
+			fmt.Fprintf(stdout, "service: %s   ", st.Service)
+		}
+		printStatus(stdout, st, time.Now())
+	}
+	if down := liveDown(st.Upstreams); down != "" {
+		if sf.set() {
+			return fmt.Errorf("service %s: %s", st.Service, down)
+		}
+		return errors.New(down)
+	}
 	return nil
+}
+
+// liveDown says that the live colour among ups is down, and why; "" if
+// it is not (or has not been checked yet).
+func liveDown(ups []switcher.UpstreamStatus) string {
+	for _, u := range ups {
+		if u.Live && u.Health != nil && !u.Health.Healthy {
+			return fmt.Sprintf("the live colour, %s, is down: %s", u.Color, u.Health.Error)
+		}
+	}
+	return ""
+}
+
+// servicesDown returns an error naming each of svcs whose live colour is
+// down; nil if none is.
+func servicesDown(svcs []admin.ServiceSummary) error {
+	var down []string
+	for _, s := range svcs {
+		if d := liveDown(s.Upstreams); d != "" {
+			down = append(down, s.Name+": "+d)
+		}
+	}
+	switch len(down) {
+	case 0:
+		return nil
+	case 1:
+		return errors.New("service " + down[0])
+	}
+	return fmt.Errorf("%d services are down:\n  %s", len(down), strings.Join(down, "\n  "))
+}
+
+// printServices prints the table of services for humans.
+func printServices(w io.Writer, list admin.ServicesResponse, now time.Time) {
+	if len(list.Services) == 0 {
+		fmt.Fprintf(w, "no services   (baton %s)\n", list.BatonVersion)
+		return
+	}
+	fmt.Fprintf(w, "%d services   (baton %s)\n\n", len(list.Services), list.BatonVersion)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tROUTING\tLIVE\tBLUE\tGREEN\tHEALTH\tIN FLIGHT\tLAST DEPLOY")
+	for _, s := range list.Services {
+		versions := map[string]string{}
+		var inFlight int64
+		health := "-"
+		for _, u := range s.Upstreams {
+			v := "-"
+			if u.Instance != nil && u.Instance.AppVersion != "" {
+				v = u.Instance.AppVersion
+			}
+			versions[u.Color] = v
+			inFlight += u.InFlight
+			if u.Live {
+				health = healthText(u.Health, now)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", s.Name, s.Routing, s.Live, orDash(versions["blue"]), orDash(versions["green"]),
+			shorten(health, 60), inFlight, lastDeployText(s, now))
+	}
+	tw.Flush()
+	for _, s := range list.Services {
+		if s.StateError != "" {
+			fmt.Fprintf(w, "\n%s: STATE NOT SAVED: %s\n", s.Name, s.StateError)
+		}
+		if r := s.Rollout; r != nil {
+			fmt.Fprintf(w, "\n%s: %s of %s, %d%% of requests to %s ('baton rollout -s %s' for more)\n", s.Name, r.Phase, r.Version, r.Percent, r.New, s.Name)
+		}
+	}
+	fmt.Fprintln(w, "\n'baton status --service NAME' shows one service in full.")
+}
+
+// healthText is a colour's health for humans.
+func healthText(h *switcher.Health, now time.Time) string {
+	switch {
+	case h == nil:
+		return "not checked yet"
+	case h.Healthy:
+		return "healthy for " + now.Sub(h.Since).Round(time.Second).String()
+	}
+	return "DOWN for " + now.Sub(h.Since).Round(time.Second).String() + ": " + h.Error
+}
+
+// lastDeployText is the LAST DEPLOY column: the operation running, else
+// the last one that ended.
+func lastDeployText(s admin.ServiceSummary, now time.Time) string {
+	if op := s.Operation; op != nil {
+		return fmt.Sprintf("running: %s to %s, step %s, for %s", op.Kind, op.To, op.Step, now.Sub(op.Started).Round(time.Second))
+	}
+	d := s.LastDeploy
+	if d == nil {
+		return "none"
+	}
+	what := d.Kind
+	if d.Version != "" {
+		what += " " + d.Version
+	}
+	outcome := "ok"
+	switch {
+	case d.Interrupted:
+		outcome = "INTERRUPTED"
+	case !d.OK:
+		outcome = "FAILED"
+	}
+	return fmt.Sprintf("%s %s→%s %s, %s ago", what, d.From, d.To, outcome, now.Sub(d.Started.Add(d.Duration)).Round(time.Second))
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// shorten cuts s to n runes, marking the cut.
+func shorten(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
 }
 
 func printStatus(w io.Writer, st admin.StatusResponse, now time.Time) {
@@ -347,14 +557,7 @@ func printStatus(w io.Writer, st admin.StatusResponse, now time.Time) {
 		if u.Live {
 			live = "*"
 		}
-		h := "not checked yet"
-		if u.Health != nil {
-			if u.Health.Healthy {
-				h = "healthy for " + now.Sub(u.Health.Since).Round(time.Second).String()
-			} else {
-				h = "DOWN for " + now.Sub(u.Health.Since).Round(time.Second).String() + ": " + u.Health.Error
-			}
-		}
+		h := healthText(u.Health, now)
 		app := "-" // an app baton did not launch
 		if in := u.Instance; in != nil {
 			app = in.AppVersion
@@ -430,5 +633,5 @@ in time, the old one keeps serving and this command exits 1.
 The same upgrade runs on SIGHUP or SIGUSR2 to 'baton serve'.`
 
 func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return runStreamed(ctx, "upgrade", upgradeSynopsis, "/v1/upgrade", args, stdout)
+	return runStreamed(ctx, "upgrade", upgradeSynopsis, "upgrade", false, args, stdout)
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/batonproxy/baton/switcher"
 )
 
-const deploySynopsis = `Usage: baton deploy --version V [--artifact FILE|URL] [flags]
+const deploySynopsis = `Usage: baton deploy --version V [--artifact FILE|URL] [--service NAME] [flags]
 
 Ships a new version of the app and moves traffic to it, in one call: baton
 takes the artifact (uploaded from here; read on baton's machine with
@@ -51,6 +51,7 @@ var unsafeNameChars = regexp.MustCompile(`[^A-Za-z0-9._+-]`)
 func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		cf         clientFlags
+		sf         serviceFlag
 		artifact   string
 		ver        string
 		sum        string
@@ -58,6 +59,7 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		asJSON     bool
 	)
 	fs := newFlagSet("deploy", deploySynopsis, stdout)
+	sf.register(fs)
 	fs.StringVar(&artifact, "artifact", "", "the app `file` (a jar, a binary, ...) or an http(s) URL for baton to download; omit if --run needs none")
 	fs.StringVar(&ver, "version", "", "the app's `version`, e.g. 1.4.2 (letters, digits, . _ + -)")
 	fs.BoolVar(&serverPath, "server-path", false, "--artifact is a path on baton's machine: read it there instead of uploading it")
@@ -81,11 +83,18 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if serverPath && (artifact == "" || isURL) {
 		return usageError(errors.New("--server-path needs --artifact with a path on baton's machine"))
 	}
-	endpoint, payload, extra, err := cn.request(admin.DeployRequest{Version: ver, Artifact: artifact, SHA256: sum})
+	op, payload, extra, err := cn.request(admin.DeployRequest{Version: ver, Artifact: artifact, SHA256: sum})
 	if err != nil {
 		return err
 	}
+	if err := sf.check(); err != nil {
+		return err
+	}
 	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	endpoint, err := sf.path(ctx, c, op)
 	if err != nil {
 		return err
 	}
@@ -107,7 +116,7 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		resp, err = uploadDeploy(ctx, c, endpoint, extra, artifact, ver, sum, stdout, asJSON)
 	}
 	if err != nil {
-		return cancelled(ctx, err)
+		return cancelled(ctx, sf.serviceError(err))
 	}
 	defer resp.Body.Close()
 	err = followStream(resp.Body, stdout, asJSON, pf.onLine)
@@ -127,7 +136,7 @@ func cancelled(ctx context.Context, err error) error {
 }
 
 // uploadDeploy sends the file at path as the body of POST endpoint
-// (/v1/deploy or /v1/rollout), with its sha256 so that baton can tell a
+// (/v1/deploy or /v1/rollout, or the same of a named service), with its sha256 so that baton can tell a
 // truncated upload, and the extra fields in the query.
 func uploadDeploy(ctx context.Context, c *adminClient, endpoint string, extra url.Values, path, ver, want string, stdout io.Writer, quiet bool) (*http.Response, error) {
 	f, err := os.Open(path)

@@ -96,7 +96,7 @@ func TestRefusedDeploySendsNoArtifactBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var read atomic.Int64
-	srv := admin.New(admin.Config{Token: "s3cret", Deploy: admin.DeployConfig{UploadDir: t.TempDir()}}, target).NewHTTPServer()
+	srv := admin.New(admin.Config{Token: "s3cret"}, admin.One(admin.Service{Name: "default", Controller: target, Deploy: admin.DeployConfig{UploadDir: t.TempDir()}})).NewHTTPServer()
 	go srv.Serve(countingListener{ln, &read})
 	t.Cleanup(func() { srv.Close() })
 	t.Setenv("BATON_ADMIN", "http://"+ln.Addr().String())

@@ -37,11 +37,15 @@ Commands:
   switch    move traffic to the other colour (health check, swap, drain, stop old)
   rollout   steer a canary (deploy --canary): --percent N, --promote, --abort
   rollback  bring back the version that was live before the last deploy or switch
-  status    show the live colour, each app's health and the last switches
+  status    show the live colour, each app's health and the last switches, per service
+  reload    make 'baton serve --config' apply its config file again: services added, changed, removed
   demo      run a self-contained demo: two app versions, switches under load
   upgrade   replace the running baton with the binary now at its path, dropping nothing
   probe     send steady load at a URL and report what users saw (CI gate, timeline plot)
   version   print baton's version
+
+With several services (baton serve --config), deploy, switch, rollout,
+rollback and status take --service NAME (-s).
 
 Run 'baton <command> --help' for a command's flags.
 `
@@ -78,6 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runUpgrade(ctx, rest, stdout, stderr)
 	case "status":
 		err = runStatus(ctx, rest, stdout, stderr)
+	case "reload":
+		err = runReload(ctx, rest, stdout, stderr)
 	case "probe":
 		err = runProbe(ctx, rest, stdout, stderr)
 	case "demo":
@@ -97,7 +103,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case err == nil, errors.Is(err, pflag.ErrHelp):
 		return exitOK
 	case errors.Is(err, errUsage):
-		fmt.Fprintf(stderr, "baton %s: %v\nRun 'baton %s --help' for usage.\n", cmd, err, cmd)
+		var m *misuse
+		if errors.As(err, &m) && m.plain {
+			fmt.Fprintf(stderr, "baton: %v\n", err)
+		} else {
+			fmt.Fprintf(stderr, "baton %s: %v\nRun 'baton %s --help' for usage.\n", cmd, err, cmd)
+		}
 		return exitUsage
 	default:
 		fmt.Fprintf(stderr, "baton: %v\n", err)
@@ -107,9 +118,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // usageError marks err as the caller's mistake, so that run exits 2 and
 // points at --help.
-func usageError(err error) error { return &misuse{err} }
+func usageError(err error) error { return &misuse{err: err} }
 
-type misuse struct{ err error }
+// misuse is a usage error; plain ones say what to do themselves and are
+// printed without the pointer to --help.
+type misuse struct {
+	err   error
+	plain bool
+}
 
 func (m *misuse) Error() string        { return m.err.Error() }
 func (m *misuse) Unwrap() error        { return m.err }

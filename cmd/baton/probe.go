@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/batonproxy/baton/admin"
 	"github.com/batonproxy/baton/probe"
 )
 
@@ -72,6 +74,8 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// needs no admin API, so without one it shows no switches.
 	var cf clientFlags
 	cf.registerAdmin(fs, os.Getenv("BATON_ADMIN"), "admin API `URL` [$BATON_ADMIN]; if set, switches during the probe are read from its status and shown")
+	var service string
+	fs.StringVarP(&service, "service", "s", "", "with --admin, show the switches of this `service` only (default: of every service)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return err
@@ -118,7 +122,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if client != nil {
 		// The probe may have been interrupted: ask with a fresh deadline.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		marks, err := switchMarks(actx, client, rep.Start, rep.End)
+		marks, err := switchMarks(actx, client, service, rep.Start, rep.End)
 		cancel()
 		if err != nil {
 			fmt.Fprintf(stderr, "baton probe: switch times not shown: %v\n", err)
@@ -149,19 +153,49 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // switchMarks reads the switches and deploys that overlapped [from, to]
-// from the admin API's status history.
-func switchMarks(ctx context.Context, c *adminClient, from, to time.Time) ([]probe.Mark, error) {
-	st, err := fetchStatus(ctx, c)
-	if err != nil {
+// from the admin API's status history: of service if set, else of every
+// service, each mark labelled with its service's name when there are
+// several.
+func switchMarks(ctx context.Context, c *adminClient, service string, from, to time.Time) ([]probe.Mark, error) {
+	if service != "" {
+		st, err := fetchStatus(ctx, c, "/v1/services/"+url.PathEscape(service)+"/status")
+		if err != nil {
+			return nil, err
+		}
+		return historyMarks(st, "", from, to), nil
+	}
+	list, err := fetchServices(ctx, c)
+	if err != nil && !errors.Is(err, errNoServicesAPI) {
 		return nil, err
 	}
+	if len(list.Services) <= 1 {
+		st, err := fetchStatus(ctx, c, "/v1/status")
+		if err != nil {
+			return nil, err
+		}
+		return historyMarks(st, "", from, to), nil
+	}
+	var marks []probe.Mark
+	for _, svc := range list.Services {
+		st, err := fetchStatus(ctx, c, "/v1/services/"+url.PathEscape(svc.Name)+"/status")
+		if err != nil {
+			return marks, err
+		}
+		marks = append(marks, historyMarks(st, svc.Name+": ", from, to)...)
+	}
+	return marks, nil
+}
+
+// historyMarks returns the marks of st's history that overlapped [from,
+// to], each label after prefix.
+func historyMarks(st admin.StatusResponse, prefix string, from, to time.Time) []probe.Mark {
 	var marks []probe.Mark
 	for _, d := range st.History {
 		end := d.Started.Add(d.Duration)
 		if end.Before(from) || d.Started.After(to) {
 			continue
 		}
-		label := fmt.Sprintf("%s %s→%s", d.Kind, d.From, d.To)
+		label := fmt.Sprintf("%s%s %s→%s", prefix, d.Kind, d.From, d.To)
 		if d.Version != "" {
 			label += " " + d.Version
 		}
@@ -177,5 +211,5 @@ func switchMarks(ctx context.Context, c *adminClient, from, to time.Time) ([]pro
 		}
 		marks = append(marks, probe.Mark{Start: d.Started, End: end, Label: label, Failed: !d.OK})
 	}
-	return marks, nil
+	return marks
 }

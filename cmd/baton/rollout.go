@@ -175,10 +175,11 @@ func (f *canaryFlags) register(fs *pflag.FlagSet) {
 // active reports whether the flags ask for a canary.
 func (f *canaryFlags) active() bool { return f.fs.Changed("canary") || f.fs.Changed("steps") }
 
-// request returns where 'baton deploy' sends dr: POST /v1/rollout with a
-// RolloutRequest if the flags ask for a canary, else POST /v1/deploy, with
-// the watch flags in either; extra is the same as an upload's query.
-func (f *canaryFlags) request(dr admin.DeployRequest) (endpoint string, body any, extra url.Values, err error) {
+// request returns where 'baton deploy' sends dr: the rollout endpoint
+// (op "rollout") with a RolloutRequest if the flags ask for a canary, else
+// the deploy endpoint (op "deploy"), with the watch flags in either; extra
+// is the same as an upload's query.
+func (f *canaryFlags) request(dr admin.DeployRequest) (op string, body any, extra url.Values, err error) {
 	w, err := f.watchFlags.request()
 	if err != nil {
 		return "", nil, nil, usageError(err)
@@ -190,13 +191,13 @@ func (f *canaryFlags) request(dr admin.DeployRequest) (endpoint string, body any
 				return "", nil, nil, usageError(fmt.Errorf("--%s needs --canary or --steps", name))
 			}
 		}
-		return "/v1/deploy", dr, w.Query(), nil
+		return "deploy", dr, w.Query(), nil
 	}
 	r, err := f.rollout(dr)
 	if err != nil {
 		return "", nil, nil, err
 	}
-	return "/v1/rollout", r, r.Query(""), nil
+	return "rollout", r, r.Query(""), nil
 }
 
 func (f *canaryFlags) rollout(dr admin.DeployRequest) (*admin.RolloutRequest, error) {
@@ -234,7 +235,7 @@ func (f *canaryFlags) rollout(dr admin.DeployRequest) (*admin.RolloutRequest, er
 	return r, nil
 }
 
-const rolloutSynopsis = `Usage: baton rollout [--percent N | --promote | --abort] [flags]
+const rolloutSynopsis = `Usage: baton rollout [--percent N | --promote | --abort] [--service NAME] [flags]
 
 Steers the canary that 'baton deploy --canary' (or POST /v1/rollout) started,
 or the watch after a deploy, switch or promote. Without a flag it shows the
@@ -254,12 +255,14 @@ on misuse.`
 func runRollout(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		cf      clientFlags
+		sf      serviceFlag
 		percent int
 		promote bool
 		abort   bool
 		asJSON  bool
 	)
 	fs := newFlagSet("rollout", rolloutSynopsis, stdout)
+	sf.register(fs)
 	fs.IntVar(&percent, "percent", 0, "give the new version this `share` of requests (0-100)")
 	fs.BoolVar(&promote, "promote", false, "promote the new version (during a watch: end it now)")
 	fs.BoolVar(&abort, "abort", false, "abort: all requests back to the old version, the new one stopped")
@@ -280,14 +283,21 @@ func runRollout(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if fs.Changed("percent") && (percent < 0 || percent > 100) {
 		return usageError(fmt.Errorf("--percent %d: want 0-100", percent))
 	}
+	if err := sf.check(); err != nil {
+		return err
+	}
 	c, err := cf.client()
 	if err != nil {
 		return err
 	}
 	if n == 0 {
-		st, err := fetchStatus(ctx, c)
+		path, err := sf.path(ctx, c, "status")
 		if err != nil {
 			return err
+		}
+		st, err := fetchStatus(ctx, c, path)
+		if err != nil {
+			return sf.serviceError(err)
 		}
 		if asJSON {
 			if st.Rollout == nil {
@@ -306,20 +316,24 @@ func runRollout(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return nil
 	}
 	var (
-		path = "/v1/rollout/promote"
+		op   = "rollout/promote"
 		body io.Reader
 	)
 	switch {
 	case abort:
-		path = "/v1/rollout/abort"
+		op = "rollout/abort"
 	case fs.Changed("percent"):
-		path = "/v1/rollout/percent"
+		op = "rollout/percent"
 		b, _ := json.Marshal(map[string]int{"percent": percent})
 		body = strings.NewReader(string(b))
 	}
-	resp, err := c.do(ctx, http.MethodPost, path, body)
+	path, err := sf.path(ctx, c, op)
 	if err != nil {
 		return err
+	}
+	resp, err := c.do(ctx, http.MethodPost, path, body)
+	if err != nil {
+		return sf.serviceError(err)
 	}
 	defer resp.Body.Close()
 	var sr admin.SteerResponse

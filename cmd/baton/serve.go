@@ -201,12 +201,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// per request for ~4 MB of RSS (bench/RESULTS.md). GOGC in the
 	// environment still wins.
 	proxy.SetGCPercentDefault()
-	return serve(ctx, cfg, services, token, logger)
+	return serve(ctx, cfg, args, topLevel(fs), services, token, logger)
 }
 
 // serve runs until ctx is done, then shuts the servers down gracefully. App
 // processes are left running: they are not baton's to kill on its own exit.
-func serve(ctx context.Context, cfg serveConfig, services []serviceConfig, token string, logger *slog.Logger) error {
+func serve(ctx context.Context, cfg serveConfig, args []string, startedTopLevel map[string]string, services []serviceConfig, token string, logger *slog.Logger) error {
 	store, err := state.NewStore(cfg.StateDir)
 	if err != nil {
 		return err
@@ -235,8 +235,6 @@ func serve(ctx context.Context, cfg serveConfig, services []serviceConfig, token
 			e.Service.Close()
 		}
 	}()
-	only := reg.List()[0].Service // TODO(services): the admin API over every service
-	sw := only.sw
 
 	// All listeners (public and admin) are opened by startEdge, in one
 	// place, so that they can later be handed over to a new baton process
@@ -255,11 +253,15 @@ func serve(ctx context.Context, cfg serveConfig, services []serviceConfig, token
 	var su *selfUpgrade
 	var admUpgrade admin.Upgrader
 	if upg != nil {
-		su = &selfUpgrade{upg: upg, sw: sw, logger: logger}
+		su = &selfUpgrade{upg: upg, reg: reg, logger: logger}
 		admUpgrade = su
 	}
-	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger, Metrics: obs.metrics.Handler(),
-		Deploy: only.cfg.Launch.adminConfig(only.cfg.dir(store.Dir())), Upgrade: admUpgrade}, sw).NewHTTPServer()
+	var reload admin.Reloader
+	if cfg.ConfigFile != "" {
+		reload = &configReloader{args: args, started: startedTopLevel, reg: reg, store: store, logger: logger}
+	}
+	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger, Metrics: obs.metrics.Handler(), Upgrade: admUpgrade, Reload: reload},
+		adminServices{reg: reg, stateDir: store.Dir()}).NewHTTPServer()
 
 	monitorCtx, stopMonitor := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopMonitor()
@@ -288,8 +290,9 @@ func serve(ctx context.Context, cfg serveConfig, services []serviceConfig, token
 		go su.upgradeOnSignal(monitorCtx)
 	}
 	attrs := []any{"version", version, "admin", pub.lns.Admin.Addr().String(), "state", store.Path(), "admin_auth", token != "", "admin_tls", cfg.AdminTLS.Cert != ""}
-	if len(services) == 1 && services[0].Name == state.DefaultService {
-		attrs = append(attrs, "live", sw.Live(), "blue", only.cfg.Blue, "green", only.cfg.Green)
+	if all := reg.List(); len(all) == 1 && all[0].Spec.Name == state.DefaultService {
+		only := all[0].Service
+		attrs = append(attrs, "live", only.sw.Live(), "blue", only.cfg.Blue, "green", only.cfg.Green)
 	} else {
 		attrs = append(attrs, "services", describeServices(reg))
 	}

@@ -175,7 +175,7 @@ func startServe(t *testing.T, blue, green *edgeApp, args ...string) *runningBato
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, services, "", testlog.New(t)) }()
+	go func() { done <- serve(ctx, cfg, all, topLevel(fs), services, "", testlog.New(t)) }()
 	var b runningBaton
 	select {
 	case b.lns = <-lnc:

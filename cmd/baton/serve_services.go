@@ -9,9 +9,11 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/spf13/pflag"
 
+	"github.com/batonproxy/baton/admin"
 	"github.com/batonproxy/baton/config"
 	"github.com/batonproxy/baton/health"
 	"github.com/batonproxy/baton/proxy"
@@ -334,4 +336,115 @@ func describeServices(reg *registry.Registry[*service]) string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ", ")
+}
+
+// adminServices is the admin API's view of the registry.
+type adminServices struct {
+	reg      *registry.Registry[*service]
+	stateDir string
+}
+
+func (a adminServices) List() []admin.Service {
+	entries := a.reg.List()
+	out := make([]admin.Service, len(entries))
+	for i, e := range entries {
+		out[i] = a.of(e)
+	}
+	return out
+}
+
+func (a adminServices) Lookup(name string) (admin.Service, bool) {
+	e, ok := a.reg.Lookup(name)
+	if !ok {
+		return admin.Service{}, false
+	}
+	return a.of(e), true
+}
+
+func (a adminServices) of(e registry.Entry[*service]) admin.Service {
+	sc := e.Service.cfg
+	return admin.Service{Name: e.Spec.Name, Routing: admin.Routing{Hosts: e.Spec.Hosts, PathPrefix: e.Spec.PathPrefix},
+		Controller: e.Service.sw, Deploy: sc.Launch.adminConfig(sc.dir(a.stateDir))}
+}
+
+// configReloader reads the config file again, with the command line baton was
+// started with over it, and applies its services (admin.Reloader). The
+// top-level settings (listen addresses, TLS, admin, state) take effect at
+// the next start or 'baton upgrade'; a reload says which of them changed.
+type configReloader struct {
+	args    []string
+	started map[string]string // topLevel at start
+	reg     *registry.Registry[*service]
+	store   *state.Store
+	logger  *slog.Logger
+	mu      sync.Mutex // one reload at a time
+}
+
+func (r *configReloader) Reload(ctx context.Context) (admin.ReloadReport, error) {
+	if !r.mu.TryLock() {
+		return admin.ReloadReport{}, fmt.Errorf("another reload is running: %w", switcher.ErrBusy)
+	}
+	defer r.mu.Unlock()
+	var cfg serveConfig
+	fs := newServeFlags(&cfg)
+	if err := fs.Parse(r.args); err != nil {
+		return admin.ReloadReport{}, err // parsed at start: not reached
+	}
+	file, err := loadConfigFile(fs, &cfg)
+	if err != nil {
+		return admin.ReloadReport{}, err
+	}
+	if err := cfg.validate(); err != nil {
+		return admin.ReloadReport{}, err
+	}
+	now := topLevel(fs)
+	scs, err := serviceConfigs(r.args, &cfg, file)
+	if err != nil {
+		return admin.ReloadReport{}, err
+	}
+	rep, err := r.reg.Apply(specs(scs))
+	if err != nil {
+		return admin.ReloadReport{}, err
+	}
+	out := admin.ReloadReport{File: cfg.ConfigFile, Added: rep.Added, Changed: rep.Changed, Unchanged: rep.Unchanged,
+		Rerouted: rep.Rerouted, NeedRestart: topLevelChanges(r.started, now)}
+	for _, name := range rep.Removed {
+		rm := admin.RemovedService{Name: name}
+		if st, err := r.store.Service(name).Load(); err == nil {
+			for _, c := range switcher.Colors {
+				if inst, ok := st.Instances[c.String()]; ok {
+					rm.Instances = append(rm.Instances, admin.LeftInstance{Color: c.String(), Instance: inst})
+				}
+			}
+		}
+		out.Removed = append(out.Removed, rm)
+	}
+	r.logger.Info("reloaded the config file", "file", cfg.ConfigFile, "summary", out.Message())
+	return out, nil
+}
+
+// topLevel returns the values of the top-level settings in fs (those
+// that are not a service's own), by flag name.
+func topLevel(fs *pflag.FlagSet) map[string]string {
+	own := perServiceFlags()
+	vals := map[string]string{}
+	fs.VisitAll(func(f *pflag.Flag) {
+		if !own[f.Name] && f.Name != "config" {
+			vals[f.Name] = f.Value.String()
+		}
+	})
+	return vals
+}
+
+// topLevelChanges names, as file keys, the settings whose value differs
+// between a and b.
+func topLevelChanges(a, b map[string]string) []string {
+	var changed []string
+	for name, v := range a {
+		if b[name] != v {
+			changed = append(changed, strings.ReplaceAll(name, "-", "_"))
+		}
+	}
+	sort.Strings(changed)
+	return changed
 }

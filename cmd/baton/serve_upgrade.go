@@ -2,15 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/batonproxy/baton/registry"
 	"github.com/batonproxy/baton/switcher"
 	"github.com/batonproxy/baton/upgrade"
 )
@@ -38,16 +41,17 @@ func (c *upgradeConfig) flags(fs *pflag.FlagSet) {
 }
 
 // selfUpgrade runs an upgrade of baton itself as an exclusive operation of
-// the switcher: no deploy or switch can run during it, and none can start
-// in this process after it succeeded.
+// every service's switcher: no deploy or switch can run during it, it is
+// refused while one runs, and none can start in this process after it
+// succeeded.
 type selfUpgrade struct {
 	upg    *upgrade.Upgrader
-	sw     *switcher.Switcher
+	reg    *registry.Registry[*service]
 	logger *slog.Logger
 }
 
 func (u *selfUpgrade) Upgrade(ctx context.Context, emit func(switcher.Event)) error {
-	return u.sw.Exclusive("upgrade", emit, func(step func(string, string)) (bool, error) {
+	return exclusiveAll(u.reg.List(), "upgrade", emit, func(step func(string, string)) (bool, error) {
 		step("start", fmt.Sprintf("starting the baton binary at %s (this is pid %d, version %s) with the listening sockets", os.Args[0], os.Getpid(), version))
 		if err := u.upg.Upgrade(ctx); err != nil {
 			return false, fmt.Errorf("new baton did not become ready: %w", err)
@@ -55,6 +59,37 @@ func (u *selfUpgrade) Upgrade(ctx context.Context, emit func(switcher.Event)) er
 		step("ready", fmt.Sprintf("the new baton serves; pid %d stops accepting and finishes its requests in flight", os.Getpid()))
 		return true, nil
 	})
+}
+
+// exclusiveAll runs fn as an exclusive operation of every service's
+// switcher (switcher.Exclusive), taking their locks one after another. A
+// service with an operation running refuses it (switcher.ErrBusy, naming
+// the service), and the locks already taken are given back. Only the last
+// switcher reports fn's steps to emit.
+func exclusiveAll(entries []registry.Entry[*service], kind string, emit func(switcher.Event), fn func(step func(string, string)) (bool, error)) error {
+	if len(entries) == 0 {
+		_, err := fn(func(string, string) {})
+		return err
+	}
+	e := entries[0]
+	var err error
+	if len(entries) == 1 {
+		err = e.Service.sw.Exclusive(kind, emit, fn)
+	} else {
+		err = e.Service.sw.Exclusive(kind, nil, func(func(string, string)) (bool, error) {
+			held := false
+			inner := exclusiveAll(entries[1:], kind, emit, func(step func(string, string)) (bool, error) {
+				hold, err := fn(step)
+				held = hold && err == nil
+				return hold, err
+			})
+			return held, inner
+		})
+	}
+	if errors.Is(err, switcher.ErrBusy) && !strings.Contains(err.Error(), "service ") && len(entries) > 0 {
+		return fmt.Errorf("service %s: %w", e.Spec.Name, err)
+	}
+	return err
 }
 
 // upgradeOnSignal upgrades on SIGHUP or SIGUSR2 (nginx uses USR2; systemd's
