@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -169,6 +170,19 @@ func relPaths(spec Spec) (artifact, log string) {
 	}
 	log = filepath.Join("logs", spec.Color+"-"+spec.Version+"-"+spec.ID+".log")
 	return artifact, log
+}
+
+// addrPort returns the port of a host:port address, 0 if it has none.
+func addrPort(addr string) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // lastLines returns the last n lines of b, without a trailing newline.

@@ -109,6 +109,7 @@ func (l *Local) Start(ctx context.Context, spec Spec) (Instance, error) {
 			AppVersion: spec.Version, PID: cmd.Process.Pid, Artifact: artifact, Started: time.Now().UTC(),
 			ID: spec.ID, Log: logPath, Launcher: "local",
 		},
+		port: spec.Port,
 		done: make(chan struct{}),
 	}
 	go func() {
@@ -134,7 +135,7 @@ func (l *Local) Adopt(rec state.Instance) (Instance, error) {
 	if rec.PID <= 0 || rec.ID == "" {
 		return nil, fmt.Errorf("%w: record has no pid or id", ErrNotAdoptable)
 	}
-	return &localInstance{rec: rec}, nil
+	return &localInstance{rec: rec, port: addrPort(rec.Addr)}, nil
 }
 
 // inheritedEnv is baton's environment without its own BATON_* variables,
@@ -198,6 +199,7 @@ func installFile(src, dst, id string) (err error) {
 // one adopted from the state file.
 type localInstance struct {
 	rec  state.Instance
+	port int           // the port it listens on; 0 if not known
 	done chan struct{} // closed once the child has been reaped; nil if adopted
 
 	mu      sync.Mutex
@@ -219,12 +221,18 @@ func (i *localInstance) exited() bool {
 	}
 }
 
-// ownedAlive reports whether the PID runs and still is this instance.
+// ownedAlive reports whether the PID runs and still is this instance. The
+// marker is read from a thread that runs: a zombie leader has no
+// environment left to read while its other threads may still serve.
 func (i *localInstance) ownedAlive() bool {
-	if !Alive(i.rec.PID) {
+	if err := syscall.Kill(i.rec.PID, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return false
 	}
-	env, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(i.rec.PID), "environ"))
+	task := liveTask(i.rec.PID)
+	if task == "" {
+		return false
+	}
+	env, err := os.ReadFile(filepath.Join(task, "environ"))
 	if err != nil {
 		return false
 	}
@@ -295,7 +303,7 @@ func (i *localInstance) signal(sig syscall.Signal) (group bool, err error) {
 
 func (i *localInstance) Stop(ctx context.Context, sig syscall.Signal, grace time.Duration) (string, error) {
 	if i.exited() {
-		return i.String() + " had already exited", nil
+		return i.String() + " had already exited" + i.waitPort(ctx), nil
 	}
 	t := time.Now()
 	group, err := i.signal(sig)
@@ -310,7 +318,7 @@ func (i *localInstance) Stop(ctx context.Context, sig syscall.Signal, grace time
 			// Whatever the app spawned and left behind goes with it.
 			_ = syscall.Kill(-i.rec.PID, syscall.SIGKILL)
 		}
-		return fmt.Sprintf("%s exited %s after %s", i, time.Since(t).Round(time.Millisecond), signalName(sig)), nil
+		return fmt.Sprintf("%s exited %s after %s", i, time.Since(t).Round(time.Millisecond), signalName(sig)) + i.waitPort(ctx), nil
 	}
 	if _, err := i.signal(syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return "", fmt.Errorf("kill %s: %w", i, err)
@@ -318,7 +326,18 @@ func (i *localInstance) Stop(ctx context.Context, sig syscall.Signal, grace time
 	if !i.waitGone(context.WithoutCancel(ctx), 5*time.Second) {
 		return "", fmt.Errorf("%s still alive 5s after SIGKILL", i)
 	}
-	return fmt.Sprintf("%s ignored %s for %s; killed", i, signalName(sig), grace), nil
+	return fmt.Sprintf("%s ignored %s for %s; killed", i, signalName(sig), grace) + i.waitPort(ctx), nil
+}
+
+// waitPort waits, bounded, until nothing listens on the instance's port any
+// more: a child the app spawned may hold the socket a moment after the app
+// itself has gone, and the next instance must find the port free. It
+// returns "" once the port is free, else a note for Stop's description.
+func (i *localInstance) waitPort(ctx context.Context) string {
+	if waitPortFree(context.WithoutCancel(ctx), i.port, portFreeTimeout) {
+		return ""
+	}
+	return fmt.Sprintf("; port %d still has a listener %s later", i.port, portFreeTimeout)
 }
 
 func (i *localInstance) LogTail(_ context.Context, n int) (string, error) {

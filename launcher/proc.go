@@ -94,13 +94,44 @@ func listeningInodes(path string, port int, inodes map[string]bool) error {
 	return sc.Err()
 }
 
-// Alive reports whether pid names a running process. A zombie (exited, not
-// yet reaped by its parent) counts as gone: it serves nothing.
+// Alive reports whether pid names a running process: one of its threads
+// has not exited yet. A process whose threads have all exited (a zombie not
+// yet reaped by its parent) counts as gone: it serves nothing and holds no
+// socket. A zombie thread-group leader whose other threads still run counts
+// as alive: a JVM's main thread shows as a zombie for a few milliseconds
+// while its other threads still hold the listening socket.
 func Alive(pid int) bool {
 	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return false
 	}
-	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	return liveTask(pid) != ""
+}
+
+// liveTask returns the /proc directory of a thread of pid that has not
+// exited, or "" if there is none. The leader comes first: it is the one to
+// look at while the process runs normally.
+func liveTask(pid int) string {
+	dir := filepath.Join(procRoot, strconv.Itoa(pid))
+	if running(filepath.Join(dir, "stat")) {
+		return dir
+	}
+	tasks, err := os.ReadDir(filepath.Join(dir, "task"))
+	if err != nil {
+		return ""
+	}
+	for _, t := range tasks {
+		td := filepath.Join(dir, "task", t.Name())
+		if running(filepath.Join(td, "stat")) {
+			return td
+		}
+	}
+	return ""
+}
+
+// running reports whether the stat file at path names a task that has not
+// exited (neither zombie nor dead).
+func running(path string) bool {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return false
 	}
@@ -112,6 +143,32 @@ func Alive(pid int) bool {
 		return true
 	}
 	return s[i+2] != 'Z' && s[i+2] != 'X'
+}
+
+// portFreeTimeout bounds how long a stop waits for the stopped app's port to
+// have no listener any more, after the process itself has gone.
+const portFreeTimeout = 5 * time.Second
+
+// waitPortFree waits up to d until nothing listens on port (in this network
+// namespace), and reports whether that happened. A port of 0 is free.
+func waitPortFree(ctx context.Context, port int, d time.Duration) bool {
+	if port <= 0 {
+		return true
+	}
+	deadline := time.Now().Add(d)
+	for {
+		inodes := map[string]bool{}
+		for _, f := range []string{"net/tcp", "net/tcp6"} {
+			_ = listeningInodes(filepath.Join(procRoot, f), port, inodes)
+		}
+		if len(inodes) == 0 {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Terminate sends SIGTERM to pid, waits up to grace for it to exit, then
@@ -185,6 +242,9 @@ func (PortStopper) Stop(ctx context.Context, addr string, grace time.Duration) (
 		default:
 			parts = append(parts, fmt.Sprintf("pid %d exited %s after SIGTERM", pid, time.Since(t).Round(time.Millisecond)))
 		}
+	}
+	if len(errs) == 0 && !waitPortFree(ctx, port, portFreeTimeout) {
+		parts = append(parts, fmt.Sprintf("port %d still has a listener %s later", port, portFreeTimeout))
 	}
 	return strings.Join(parts, "; "), errors.Join(errs...)
 }

@@ -440,7 +440,7 @@ func (s *SSH) Start(ctx context.Context, spec Spec) (Instance, error) {
 	inst := &sshInstance{s: s, rec: state.Instance{
 		AppVersion: spec.Version, PID: pid, Host: s.label, Artifact: artifact, Started: time.Now().UTC(),
 		ID: spec.ID, Log: logPath, Launcher: "ssh",
-	}}
+	}, port: spec.Port}
 	s.logger.Info("instance started", "host", s.label, "color", spec.Color, "version", spec.Version, "pid", pid, "log", logPath)
 	return inst, nil
 }
@@ -509,14 +509,15 @@ func (s *SSH) Adopt(rec state.Instance) (Instance, error) {
 	if rec.PID <= 0 || rec.ID == "" {
 		return nil, fmt.Errorf("%w: record has no pid or id", ErrNotAdoptable)
 	}
-	return &sshInstance{s: s, rec: rec}, nil
+	return &sshInstance{s: s, rec: rec, port: addrPort(rec.Addr)}, nil
 }
 
 // sshInstance is a process on the SSH launcher's host, known by its PID and
 // checked by its BATON_INSTANCE marker before every signal.
 type sshInstance struct {
-	s   *SSH
-	rec state.Instance
+	s    *SSH
+	rec  state.Instance
+	port int // the port it listens on; 0 if not known
 }
 
 func (i *sshInstance) Record() state.Instance { return i.rec }
@@ -524,18 +525,28 @@ func (i *sshInstance) String() string {
 	return "pid " + strconv.Itoa(i.rec.PID) + " on " + i.s.label
 }
 
-// aliveFunc is a shell function: true while the PID runs (not a zombie) and
-// still carries the instance's marker, so that a reused PID is never taken
-// for the instance.
+// aliveFunc is a shell function: true while one of the PID's threads runs
+// (the same rule as Alive: a zombie leader whose other threads still hold
+// the sockets is alive) and still carries the instance's marker, so that a
+// reused PID is never taken for the instance. The marker is read through a
+// running thread: a zombie leader has no environment left. It also defines
+// portfree, true once nothing listens on the instance's port.
 func (i *sshInstance) aliveFunc() string {
 	return fmt.Sprintf(`pid=%d
 alive() {
-	st=$(cat /proc/$pid/stat 2>/dev/null) || return 1
-	st=${st##*') '}
-	case $st in Z*|X*) return 1;; esac
-	tr '\0' '\n' </proc/$pid/environ 2>/dev/null | grep -qxF %s
+	for t in /proc/$pid /proc/$pid/task/*; do
+		st=$(cat $t/stat 2>/dev/null) || continue
+		st=${st##*') '}
+		case $st in Z*|X*) continue;; esac
+		tr '\0' '\n' <$t/environ 2>/dev/null | grep -qxF %s && return 0
+	done
+	return 1
 }
-`, i.rec.PID, shellQuote("BATON_INSTANCE="+i.rec.ID))
+portfree() {
+	[ %d -eq 0 ] && return 0
+	! awk '$4 == "0A" && substr($2, length($2) - 4) == ":%04X" { found = 1 } END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+`, i.rec.PID, shellQuote("BATON_INSTANCE="+i.rec.ID), i.port, i.port)
 }
 
 func (i *sshInstance) Alive(ctx context.Context) (bool, error) {
@@ -596,6 +607,10 @@ while alive; do
 	sleep 0.1; n=$((n+1))
 done
 kill -s KILL -- -$pid 2>/dev/null || true
+# The next instance needs the port: wait (5s at most) for whatever the
+# app left behind to let go of it.
+m=0
+while ! portfree && [ $m -lt 50 ]; do sleep 0.1; m=$((m+1)); done
 echo exited
 `, name, ticks)
 	t := time.Now()
