@@ -258,7 +258,8 @@ func operationError(err error) error {
 	switch {
 	case errors.Is(err, switcher.ErrInvalid):
 		return withStatus(http.StatusBadRequest, err)
-	case errors.Is(err, switcher.ErrBusy), errors.Is(err, switcher.ErrAlreadyLive), errors.Is(err, switcher.ErrNothingToRollBack):
+	case errors.Is(err, switcher.ErrBusy), errors.Is(err, switcher.ErrAlreadyLive), errors.Is(err, switcher.ErrNothingToRollBack),
+		errors.Is(err, switcher.ErrPortInUse):
 		return withStatus(http.StatusConflict, err)
 	}
 	return err

@@ -204,6 +204,29 @@ func waitGone(ctx context.Context, pid int, d time.Duration) bool {
 	return true
 }
 
+// Owners names the local processes that listen on addr's port, as
+// "pid 4242 (java)", joined by ", "; "" if none can be seen.
+func (PortStopper) Owners(addr string) string {
+	port := addrPort(addr)
+	if port == 0 {
+		return ""
+	}
+	pids, err := ListenerPIDs(port)
+	if err != nil {
+		return ""
+	}
+	names := make([]string, 0, len(pids))
+	for _, pid := range pids {
+		comm, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "comm"))
+		if err != nil {
+			names = append(names, "pid "+strconv.Itoa(pid))
+			continue
+		}
+		names = append(names, fmt.Sprintf("pid %d (%s)", pid, strings.TrimSpace(string(comm))))
+	}
+	return strings.Join(names, ", ")
+}
+
 // PortStopper stops the local process listening on an app's port, as
 // `fuser -k -TERM PORT/tcp` followed by a timed SIGKILL would. It is what the
 // switcher uses when baton did not launch the app itself.

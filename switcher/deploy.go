@@ -340,7 +340,13 @@ func (s *Switcher) clearIdle(ctx context.Context, c Color, ev stepFunc) error {
 	conn, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
 	if err == nil {
 		conn.Close()
-		return fmt.Errorf("%w: %s (%s) is already in use by a process baton did not start; stop it, or use 'baton switch' to move traffic to it", ErrInvalid, c, addr)
+		who := "a process"
+		if po, ok := s.stopper.(PortOwners); ok {
+			if o := po.Owners(addr); o != "" {
+				who = o + ", a process"
+			}
+		}
+		return fmt.Errorf("%w: %s (%s) is already in use by %s baton did not start; stop it, or use 'baton switch' to move traffic to it", ErrPortInUse, c, addr, who)
 	}
 	return nil
 }

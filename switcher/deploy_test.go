@@ -238,9 +238,15 @@ func TestDeployRefusesWhatItCannotDo(t *testing.T) {
 	}
 	// Something baton did not start already listens on the idle colour: a
 	// health check would pass against it, so the deploy must not go on.
+	// The refusal names the process that holds the port (issue 13, item
+	// 18) and is a conflict, not an "invalid request".
+	f.stopper.owners = "pid 4242 (java)"
 	_, err := f.sw.Deploy(context.Background(), DeployRequest{Version: "v2"}, nil)
-	if !strings.Contains(err.Error(), "already in use by a process baton did not start") || len(l.specs) != 0 {
-		t.Errorf("deploy onto a busy port: %v, %d launches; want a refusal before any launch", err, len(l.specs))
+	if err == nil || !strings.Contains(err.Error(), "already in use by pid 4242 (java), a process baton did not start") || len(l.specs) != 0 {
+		t.Errorf("deploy onto a busy port: %v, %d launches; want a refusal naming pid 4242 before any launch", err, len(l.specs))
+	}
+	if !errors.Is(err, ErrPortInUse) || errors.Is(err, ErrInvalid) {
+		t.Errorf("deploy onto a busy port: %v; want ErrPortInUse, not ErrInvalid", err)
 	}
 
 	// A deploy during another operation is refused with ErrBusy.
