@@ -33,8 +33,43 @@ type Local struct {
 	// inherit baton's environment except its BATON_* variables (the admin
 	// token among them).
 	Env []string
+	// User, if set, is the user and group the instances run as. The app's
+	// group may then read its release and its log (and pass through Dir);
+	// nobody else may. Nil runs them as baton's own user.
+	User *RunAs
 	// Logger receives the launcher's own log lines; nil discards them.
 	Logger *slog.Logger
+}
+
+// Who may read what Local writes: baton alone (0700, 0600), or with User
+// set, the app's group too (0750, 0640), and the base directory lets that
+// group through to releases/ and logs/ without listing it (0710).
+func (l *Local) perm(mode os.FileMode) (os.FileMode, int) {
+	if l.User == nil {
+		return mode & 0o700, -1
+	}
+	return mode, int(l.User.GID)
+}
+
+// ensureDir creates dir if need be and gives it mode (narrowed by perm)
+// and the app's group, whatever it had: a release directory made by an
+// older baton was world-readable.
+func (l *Local) ensureDir(dir string, mode os.FileMode) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return l.restrict(dir, mode)
+}
+
+// restrict gives path mode (narrowed by perm) and the app's group.
+func (l *Local) restrict(path string, mode os.FileMode) error {
+	m, gid := l.perm(mode)
+	if gid >= 0 {
+		if err := os.Chown(path, -1, gid); err != nil {
+			return fmt.Errorf("give %s to the app's group %d: %w", path, gid, err)
+		}
+	}
+	return os.Chmod(path, m)
 }
 
 // String returns "local".
@@ -74,7 +109,13 @@ func (l *Local) Start(ctx context.Context, spec Spec) (Instance, error) {
 	case spec.Artifact != "":
 		artifact = filepath.Join(base, relArtifact)
 		t := time.Now()
-		if err := installFile(spec.Artifact, artifact, spec.ID); err != nil {
+		if err := l.ensureDir(filepath.Join(base, "releases"), 0o750); err != nil {
+			return nil, fmt.Errorf("releases dir: %w", err)
+		}
+		if err := l.ensureDir(filepath.Dir(artifact), 0o750); err != nil {
+			return nil, fmt.Errorf("release dir: %w", err)
+		}
+		if err := installFile(spec.Artifact, artifact, spec.ID, l.restrict); err != nil {
 			return nil, fmt.Errorf("install %s: %w", spec.Artifact, err)
 		}
 		workDir = filepath.Dir(artifact)
@@ -82,25 +123,43 @@ func (l *Local) Start(ctx context.Context, spec Spec) (Instance, error) {
 			spec.Progress(fmt.Sprintf("installed %s as %s in %s", spec.Artifact, artifact, time.Since(t).Round(time.Millisecond)))
 		}
 	}
+	if l.User != nil {
+		if err := l.restrict(base, 0o710); err != nil {
+			return nil, fmt.Errorf("launcher dir: %w", err)
+		}
+	}
 	logPath := filepath.Join(base, relLog)
-	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
+	if err := l.ensureDir(filepath.Dir(logPath), 0o750); err != nil {
 		return nil, fmt.Errorf("log dir: %w", err)
 	}
+	// baton opens the log and hands the app the descriptor: the app needs
+	// no right to open it, only to write to what it was given.
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("log file: %w", err)
 	}
 	defer logf.Close() // the child has its own copy
+	if err := l.restrict(logPath, 0o640); err != nil {
+		return nil, fmt.Errorf("log file: %w", err)
+	}
 	sh := script(l.Command, spec, artifact)
 	fmt.Fprintf(logf, "baton: %s starting %s %s on port %d: %s\n", time.Now().UTC().Format(time.RFC3339), spec.Color, spec.Version, spec.Port, sh)
 
-	cmd := exec.Command("/bin/sh", "-c", sh)
+	argv := append(dropCapsArgv(l.User), "/bin/sh", "-c", sh)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = workDir
-	cmd.Env = append(append(inheritedEnv(), instanceEnv(spec, artifact)...), l.Env...)
+	env := inheritedEnv()
+	if l.User != nil {
+		env = append(env, l.User.env()...)
+	}
+	cmd.Env = append(append(env, instanceEnv(spec, artifact)...), l.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// A group of its own: a signal reaches the app and anything it spawned,
 	// and a Ctrl-C meant for baton does not reach the app.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if l.User != nil {
+		cmd.SysProcAttr.Credential = l.User.credential()
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %q: %w", sh, err)
 	}
@@ -151,9 +210,10 @@ func inheritedEnv() []string {
 }
 
 // installFile copies src to dst atomically: a temp file in dst's directory,
-// fsynced, made executable, renamed over dst. A running instance that has dst
-// open keeps the old file. Copying src onto itself is a no-op.
-func installFile(src, dst, id string) (err error) {
+// fsynced, made executable (restrict gives it its mode and group), renamed
+// over dst. A running instance that has dst open keeps the old file. Copying
+// src onto itself is a no-op.
+func installFile(src, dst, id string, restrict func(string, os.FileMode) error) (err error) {
 	si, err := os.Stat(src)
 	if err != nil {
 		return err
@@ -164,16 +224,13 @@ func installFile(src, dst, id string) (err error) {
 	if di, err := os.Stat(dst); err == nil && os.SameFile(si, di) {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
 	tmp := filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-"+id)
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o700)
 	if err != nil {
 		return err
 	}
@@ -190,6 +247,9 @@ func installFile(src, dst, id string) (err error) {
 		return err
 	}
 	if err = out.Close(); err != nil {
+		return err
+	}
+	if err = restrict(tmp, 0o750); err != nil {
 		return err
 	}
 	return os.Rename(tmp, dst)

@@ -323,3 +323,136 @@ func TestLocalAdopt(t *testing.T) {
 		t.Errorf("Adopt of an SSH record: %v; want ErrNotAdoptable", err)
 	}
 }
+
+// procStatus returns the value of a field of /proc/PID/status.
+func procStatus(t *testing.T, pid int, field string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return ""
+}
+
+// wantMode fails the test unless path has exactly mode's permission bits
+// and, if gid >= 0, that group.
+func wantMode(t *testing.T, path string, mode os.FileMode, gid int) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != mode {
+		t.Errorf("%s has mode %v; want %v", path, got, mode)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); gid >= 0 && int(st.Gid) != gid {
+		t.Errorf("%s has group %d; want %d", path, st.Gid, gid)
+	}
+}
+
+// TestLocalReleasesAndLogsNotWorldReadable is issue 13, item 6: nothing
+// baton installs or logs can be read by other users of the machine.
+func TestLocalReleasesAndLogsNotWorldReadable(t *testing.T) {
+	dir := t.TempDir()
+	l := &Local{Command: "{artifact} --port {port} --version {version}", Dir: dir}
+	spec := testSpec(t, appBin, "v1")
+	inst := start(t, l, spec)
+	waitHealthy(t, inst, spec.Port)
+	rec := inst.Record()
+	wantMode(t, filepath.Join(dir, "releases"), 0o700, -1)
+	wantMode(t, filepath.Dir(rec.Artifact), 0o700, -1)
+	wantMode(t, rec.Artifact, 0o700, -1)
+	wantMode(t, filepath.Dir(rec.Log), 0o700, -1)
+	wantMode(t, rec.Log, 0o600, -1)
+}
+
+// TestLocalRunUser is issue 13, item 8: with RunAs the app runs as that
+// user and group (checked in /proc), without baton's capabilities, and can
+// read its release and write its log, which no other user can read.
+func TestLocalRunUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a user and switch to it (CI runs as root)")
+	}
+	name := fmt.Sprintf("baton-app-%d", os.Getpid())
+	if out, err := exec.Command("useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd %s: %v\n%s", name, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("userdel", name).Run() })
+	runAs, err := LookupRunAs(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The state dir's parents must let the app user through, as /var/lib does.
+	base := t.TempDir()
+	if err := os.Chmod(filepath.Dir(base), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(base, "state")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	l := &Local{Command: "{artifact} --port {port} --version {version}", Dir: dir, User: runAs}
+	spec := testSpec(t, appBin, "v1")
+	inst := start(t, l, spec)
+	waitHealthy(t, inst, spec.Port)
+	pid := inst.Record().PID
+	want := fmt.Sprint(runAs.UID)
+	if uids := strings.Fields(procStatus(t, pid, "Uid")); len(uids) != 4 || uids[0] != want || uids[1] != want || uids[2] != want || uids[3] != want {
+		t.Errorf("app runs with uids %v; want all %s", uids, want)
+	}
+	wantG := fmt.Sprint(runAs.GID)
+	if gids := strings.Fields(procStatus(t, pid, "Gid")); len(gids) != 4 || gids[0] != wantG || gids[2] != wantG {
+		t.Errorf("app runs with gids %v; want %s", gids, wantG)
+	}
+	if capEff := procStatus(t, pid, "CapEff"); capEff != "0000000000000000" {
+		t.Errorf("app has capabilities %s; want none", capEff)
+	}
+	if env, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "environ")); !strings.Contains(string(env), "\x00USER="+name+"\x00") {
+		t.Errorf("app environment lacks USER=%s", name)
+	}
+	rec := inst.Record()
+	gid := int(runAs.GID)
+	wantMode(t, dir, 0o710, gid)
+	wantMode(t, filepath.Join(dir, "releases"), 0o750, gid)
+	wantMode(t, filepath.Dir(rec.Artifact), 0o750, gid)
+	wantMode(t, rec.Artifact, 0o750, gid)
+	wantMode(t, filepath.Dir(rec.Log), 0o750, gid)
+	wantMode(t, rec.Log, 0o640, gid)
+	// The app user can read its release and its log, and not the state.
+	canRead := func(path string) bool {
+		return exec.Command("setpriv", "--reuid="+want, "--regid="+wantG, "--clear-groups", "--", "head", "-c1", path).Run() == nil
+	}
+	if !canRead(rec.Artifact) || !canRead(rec.Log) {
+		t.Errorf("the app user cannot read its release or its log")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "state.json"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if canRead(filepath.Join(dir, "state.json")) {
+		t.Errorf("the app user can read baton's state file")
+	}
+	// The log is written through the descriptor baton opened: the app's
+	// output arrives.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if tail, _ := inst.LogTail(context.Background(), 50); strings.Contains(tail, "listening on") {
+			break
+		}
+		if time.Now().After(deadline) {
+			tail, _ := inst.LogTail(context.Background(), 50)
+			t.Fatalf("the app's output is not in its log:\n%s", tail)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if desc, err := inst.Stop(context.Background(), syscall.SIGTERM, 5*time.Second); err != nil {
+		t.Fatalf("stop: %v", err)
+	} else if !strings.Contains(desc, "exited") {
+		t.Errorf("stop: %s", desc)
+	}
+}

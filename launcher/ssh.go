@@ -409,7 +409,10 @@ func (s *SSH) Start(ctx context.Context, spec Spec) (Instance, error) {
 
 	var b strings.Builder
 	b.WriteString("set -e\n")
-	fmt.Fprintf(&b, "mkdir -p %s\ncd %s\n", shellQuote(path.Dir(logPath)), shellQuote(workDir))
+	// The log is for the login user alone; the umask is the shell's own,
+	// so the app keeps the one it would have had.
+	fmt.Fprintf(&b, "mkdir -p %[1]s\nchmod 700 %[1]s\n(umask 077; : >>%[2]s)\nchmod 600 %[2]s\ncd %[3]s\n",
+		shellQuote(path.Dir(logPath)), shellQuote(logPath), shellQuote(workDir))
 	for _, kv := range append(instanceEnv(spec, artifact), s.cfg.Env...) {
 		k, v, _ := strings.Cut(kv, "=")
 		fmt.Fprintf(&b, "%s=%s; export %s\n", k, shellQuote(v), k)
@@ -472,6 +475,13 @@ func putFile(ctx context.Context, sc *sftp.Client, local, remote, id string) (n 
 	if err := sc.MkdirAll(path.Dir(remote)); err != nil {
 		return 0, fmt.Errorf("mkdir %s: %w", path.Dir(remote), err)
 	}
+	// releases/ and releases/VERSION/ are for the login user alone, who
+	// is the app's user (made by an older baton, they were 0755).
+	for _, d := range []string{path.Dir(path.Dir(remote)), path.Dir(remote)} {
+		if err := sc.Chmod(d, 0o700); err != nil {
+			return 0, fmt.Errorf("chmod %s: %w", d, err)
+		}
+	}
 	tmp := path.Join(path.Dir(remote), "."+path.Base(remote)+".tmp-"+id)
 	f, err := sc.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
 	if err != nil {
@@ -488,7 +498,7 @@ func putFile(ctx context.Context, sc *sftp.Client, local, remote, id string) (n 
 	if n, err = f.ReadFrom(in); err != nil {
 		return n, fmt.Errorf("write %s: %w", tmp, err)
 	}
-	if err = f.Chmod(0o755); err != nil {
+	if err = f.Chmod(0o700); err != nil {
 		return n, fmt.Errorf("chmod %s: %w", tmp, err)
 	}
 	if err = f.Close(); err != nil {

@@ -53,6 +53,13 @@ func TestSSHUploadsStartsAndStopsTheApp(t *testing.T) {
 	if fi, err := os.Stat(wantArtifact); err != nil || fi.Size() != src.Size() || fi.Mode()&0o100 == 0 {
 		t.Errorf("uploaded artifact: %v; want an executable of %d bytes", err, src.Size())
 	}
+	// Nothing the launcher writes on the host is for other users there
+	// (issue 13, item 6): the SSH login user is the app's user.
+	wantMode(t, filepath.Join(remoteDir, "releases"), 0o700, -1)
+	wantMode(t, filepath.Dir(wantArtifact), 0o700, -1)
+	wantMode(t, wantArtifact, 0o700, -1)
+	wantMode(t, filepath.Dir(rec.Log), 0o700, -1)
+	wantMode(t, rec.Log, 0o600, -1)
 	entries, _ := os.ReadDir(filepath.Dir(wantArtifact))
 	if len(entries) != 1 {
 		t.Errorf("release dir holds %d entries; want only the artifact (no temp file left)", len(entries))
