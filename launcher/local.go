@@ -37,6 +37,15 @@ type Local struct {
 	// group may then read its release and its log (and pass through Dir);
 	// nobody else may. Nil runs them as baton's own user.
 	User *RunAs
+	// KeepReleases is how many of the newest releases Prune keeps besides
+	// the ones in use; 0 means DefaultKeepReleases, negative keeps all.
+	KeepReleases int
+	// MaxLogBytes is the size at which RotateLogs cuts an app log; 0 means
+	// DefaultMaxLogBytes, negative never cuts.
+	MaxLogBytes int64
+	// KeepLogs is how many cut-off parts of a log RotateLogs keeps; 0
+	// means DefaultKeepLogs.
+	KeepLogs int
 	// Logger receives the launcher's own log lines; nil discards them.
 	Logger *slog.Logger
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -454,5 +455,116 @@ func TestLocalRunUser(t *testing.T) {
 		t.Fatalf("stop: %v", err)
 	} else if !strings.Contains(desc, "exited") {
 		t.Errorf("stop: %s", desc)
+	}
+}
+
+// TestLocalPruneKeepsTheNewestAndTheOnesInUse is issue 13, item 9: old
+// releases and their logs go; the newest KeepReleases stay, and so do the
+// ones in use (live, previous) however old.
+func TestLocalPruneKeepsTheNewestAndTheOnesInUse(t *testing.T) {
+	dir := t.TempDir()
+	l := &Local{Command: "{artifact} {port}", Dir: dir, KeepReleases: 2}
+	old := time.Now().Add(-time.Hour)
+	var artifacts []string
+	for i, v := range []string{"v1", "v2", "v3", "v4", "v5"} {
+		a := filepath.Join(dir, "releases", v, "app.jar")
+		if err := os.MkdirAll(filepath.Dir(a), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(a, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"blue-" + v + "-id" + v + ".log", "blue-" + v + "-id" + v + ".log.1"} {
+			if err := os.WriteFile(filepath.Join(dir, "logs", name), []byte("log"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		when := old.Add(time.Duration(i) * time.Minute) // v5 is the newest
+		if err := os.Chtimes(filepath.Dir(a), when, when); err != nil {
+			t.Fatal(err)
+		}
+		artifacts = append(artifacts, a)
+	}
+	// v1 is what a rollback would start: kept although it is the oldest.
+	desc, err := l.Prune(context.Background(), []string{artifacts[0], artifacts[4]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	entries, _ := os.ReadDir(filepath.Join(dir, "releases"))
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	if want := []string{"v1", "v4", "v5"}; !slices.Equal(left, want) {
+		t.Errorf("releases left %v; want %v (prune said %q)", left, want, desc)
+	}
+	var logs []string
+	entries, _ = os.ReadDir(filepath.Join(dir, "logs"))
+	for _, e := range entries {
+		logs = append(logs, e.Name())
+	}
+	want := []string{"blue-v1-idv1.log", "blue-v1-idv1.log.1", "blue-v4-idv4.log", "blue-v4-idv4.log.1", "blue-v5-idv5.log", "blue-v5-idv5.log.1"}
+	if !slices.Equal(logs, want) {
+		t.Errorf("logs left %v; want %v", logs, want)
+	}
+	if !strings.Contains(desc, "v2") || !strings.Contains(desc, "v3") {
+		t.Errorf("prune said %q; want it to name v2 and v3", desc)
+	}
+}
+
+// TestLocalRotatesTheLog is issue 13, item 9: an app that writes without
+// end to stdout does not fill the disk; its log is cut at MaxLogBytes and
+// the older parts kept in KeepLogs numbered files, while the app goes on
+// writing to the same log.
+func TestLocalRotatesTheLog(t *testing.T) {
+	dir := t.TempDir()
+	l := &Local{Command: `while :; do echo "line of the app on port {port} with some padding to make it longer"; sleep 0.001; done`,
+		Dir: dir, MaxLogBytes: 4096, KeepLogs: 2}
+	inst := start(t, l, testSpec(t, "", "v1"))
+	log := inst.Record().Log
+	size := func(p string) int64 {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return -1
+		}
+		return fi.Size()
+	}
+	for rotations := 0; rotations < 4; {
+		deadline := time.Now().Add(10 * time.Second)
+		for size(log) <= 4096 {
+			if time.Now().After(deadline) {
+				t.Fatalf("the log did not grow past 4096 bytes: %d", size(log))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if err := l.RotateLogs(); err != nil {
+			t.Fatal(err)
+		}
+		rotations++
+		if s := size(log); s > 4096 {
+			t.Fatalf("after rotation %d the log has %d bytes; want it cut", rotations, s)
+		}
+	}
+	if size(log+".1") <= 0 || size(log+".2") <= 0 {
+		t.Errorf("rotated logs: .1 %d bytes, .2 %d bytes; want both", size(log+".1"), size(log+".2"))
+	}
+	if size(log+".3") != -1 {
+		t.Errorf("%s.3 exists; want at most KeepLogs=2 old parts", log)
+	}
+	wantMode(t, log+".1", 0o600, -1)
+	// The app still writes to its log (its O_APPEND descriptor follows the
+	// cut), and what it writes is readable through LogTail.
+	deadline := time.Now().Add(5 * time.Second)
+	for size(log) <= 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the app no longer writes to its log after the rotation")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if tail, _ := inst.LogTail(context.Background(), 1); !strings.Contains(tail, "line of the app") {
+		t.Errorf("log tail %q", tail)
 	}
 }

@@ -158,8 +158,8 @@ type Event struct {
 	Time time.Time `json:"time"`
 	// Step is one of start, health, swap, persist, drain, close_idle, stop,
 	// done, failed; a deploy adds prepare, install, launch, swap_back (its
-	// new instance died after the swap and the old one is live again) and
-	// log; a rollback adds plan; a canary rollout adds canary (a share
+	// new instance died after the swap and the old one is live again), log
+	// and prune (old releases removed); a rollback adds plan; a canary rollout adds canary (a share
 	// change or a note of the judge), judge (its failing look), abort and
 	// promote; a watch adds watch, judge and rollback (and the admin API an
 	// artifact step before start).
