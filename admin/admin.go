@@ -47,6 +47,9 @@ type Config struct {
 	// Upgrade, if set, serves POST /v1/upgrade: replace this baton with a
 	// new binary without closing its sockets.
 	Upgrade Upgrader
+	// Warnings, if set, returns what the checks of baton's settings found
+	// that did not stop it (an SSH host out of reach), for status.
+	Warnings func() []string
 }
 
 // Server is the admin API. Create it with New; it is safe for concurrent use.
@@ -205,11 +208,18 @@ type StatusResponse struct {
 	BatonVersion string `json:"baton_version"`
 	// PID is the serving baton process; it changes with an upgrade.
 	PID int `json:"pid"`
+	// Warnings are what the checks of baton's settings found that did not
+	// stop it, such as an SSH host out of reach at start.
+	Warnings []string `json:"warnings,omitempty"`
 	switcher.Status
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, StatusResponse{BatonVersion: s.cfg.Version, PID: os.Getpid(), Status: s.ctl.Status()})
+	resp := StatusResponse{BatonVersion: s.cfg.Version, PID: os.Getpid(), Status: s.ctl.Status()}
+	if s.cfg.Warnings != nil {
+		resp.Warnings = s.cfg.Warnings()
+	}
+	writeJSON(w, http.StatusOK, resp)
 	return nil
 }
 

@@ -22,7 +22,7 @@ import java.util.concurrent.Executors;
 
 public class App {
     public static void main(String[] args) throws Exception {
-        int port = Integer.parseInt(System.getenv("PORT"));
+        int port = Integer.parseInt(args[0]);
         String version = System.getenv("BATON_VERSION");
         HttpServer server = HttpServer.create(new InetSocketAddress("127.0.0.1", port), 128);
         server.createContext("/", exchange -> {
@@ -89,7 +89,7 @@ func waitAccepting(t *testing.T, addr string, within time.Duration) {
 func TestJVMDeployAfterKillMidDeploy(t *testing.T) {
 	jar := buildJVMApp(t)
 	// C1 only and a small heap keep the JVM's start short.
-	b := newBaton(t, "--run", "exec java -Xmx64m -XX:TieredStopAtLevel=1 -jar {artifact}", "--drain-timeout", "2s", "--health-passes", "1")
+	b := newBaton(t, "--run", "exec java -Xmx64m -XX:TieredStopAtLevel=1 -jar {artifact} {port}", "--drain-timeout", "2s", "--health-passes", "1")
 	b.start()
 	_, last, out, code := b.deploy("--artifact", jar, "--version", "v0")
 	if code != 0 {

@@ -510,6 +510,17 @@ func putFile(ctx context.Context, sc *sftp.Client, local, remote, id string) (n 
 	return n, nil
 }
 
+// CheckReachable resolves the host and opens a TCP connection to its SSH
+// port, without logging in: at start-up it tells a typo in the target, or
+// a host that is down, before the first deploy does.
+func (s *SSH) CheckReachable(ctx context.Context) error {
+	c, err := (&net.Dialer{Timeout: s.cfg.DialTimeout}).DialContext(ctx, "tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("ssh host %s: %w", s.addr, err)
+	}
+	return c.Close()
+}
+
 // Adopt returns a handle on an instance that an earlier baton process
 // started on this launcher's host.
 func (s *SSH) Adopt(rec state.Instance) (Instance, error) {

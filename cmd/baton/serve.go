@@ -223,7 +223,7 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 		admUpgrade = su
 	}
 	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger, Metrics: obs.metrics.Handler(),
-		Deploy: cfg.Launch.adminConfig(store.Dir()), Upgrade: admUpgrade}, sw).NewHTTPServer()
+		Deploy: cfg.Launch.adminConfig(store.Dir()), Upgrade: admUpgrade, Warnings: cfg.Launch.warnings.Warnings}, sw).NewHTTPServer()
 
 	monitorCtx, stopMonitor := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopMonitor()

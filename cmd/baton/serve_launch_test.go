@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/batonproxy/baton/admin"
+)
+
+func parseServe(args ...string) (serveConfig, error) {
+	var cfg serveConfig
+	fs := newFlagSet("serve", serveSynopsis, io.Discard)
+	cfg.flags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.validate()
+}
+
+// TestServeLaunchFlags is issue 13, item 11: a --run template that would
+// fail at the first deploy is refused when baton starts, with every
+// problem; and the retention and --run-user flags are checked there too.
+func TestServeLaunchFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string // parts of the error; none for no error
+	}{
+		{[]string{"--run", "java -jar {artifact} --server.port={port}"}, nil},
+		{[]string{"--run", "exec java -jar {artifact} --port $PORT"}, nil},
+		{[]string{"--run", "java -Dserver.port=${PORT} -jar {artifact} --color {color} --v {version}"}, nil},
+		{[]string{"--run", "java -jar {artefact} --server.port={port} --x {colour}"}, []string{"{artefact}", "{colour}"}},
+		{[]string{"--run", "java -jar {artifact}"}, []string{"uses neither {port} nor $PORT"}},
+		{[]string{"--run", "java -jar {artefact}"}, []string{"{artefact}", "uses neither {port} nor $PORT"}},
+		{[]string{"--run", "echo $PORTS; java -jar {artifact}"}, []string{"uses neither {port} nor $PORT"}},
+		{[]string{"--keep-releases", "0"}, []string{"--keep-releases 0"}},
+		{[]string{"--max-log-size", "1KiB"}, []string{"--max-log-size 1KiB"}},
+		{[]string{"--keep-logs", "0"}, []string{"--keep-logs 0"}},
+		{[]string{"--run-user", "root"}, []string{"--run-user needs --run"}},
+		{[]string{"--run", "x {port}", "--run-user", "no-such-user-of-baton"}, []string{"--run-user", "no-such-user-of-baton"}},
+		{[]string{"--run", "x {port}", "--ssh", "deploy@app1", "--ssh-insecure-ignore-host-key", "--run-user", "root"}, []string{"--run-user is for apps on this machine"}},
+	} {
+		_, err := parseServe(tc.args...)
+		if len(tc.want) == 0 {
+			if err != nil {
+				t.Errorf("%q: %v; want no error", tc.args, err)
+			}
+			continue
+		}
+		for _, w := range tc.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%q: error %v; want one with %q", tc.args, err, w)
+			}
+		}
+	}
+	cfg, err := parseServe("--run", "x {port}", "--run-user", "root")
+	if err != nil || cfg.Launch.runAs == nil || cfg.Launch.runAs.UID != 0 {
+		t.Errorf("--run-user root: %+v, %v; want uid 0", cfg.Launch.runAs, err)
+	}
+}
+
+// TestServeWarnsOfAnUnreachableSSHHost is issue 13, item 11: an SSH target
+// that does not resolve does not stop baton, but is a warning in its log
+// and in status.
+func TestServeWarnsOfAnUnreachableSSHHost(t *testing.T) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(t.TempDir(), "id_ed25519")
+	if err := os.WriteFile(key, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	blue, green := newEdgeApp(t, "blue"), newEdgeApp(t, "green")
+	b := startServe(t, blue, green, "--run", "app --port {port}", "--ssh", "deploy@no-such-host.invalid",
+		"--ssh-key", key, "--ssh-insecure-ignore-host-key")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(b.adminURL() + "/v1/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st admin.StatusResponse
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(st.Warnings, func(w string) bool { return strings.Contains(w, "no-such-host.invalid") }) {
+			var out bytes.Buffer
+			printStatus(&out, st, time.Now())
+			if !strings.Contains(out.String(), "WARNING: at start, the SSH host deploy@no-such-host.invalid was out of reach") {
+				t.Errorf("baton status does not show the warning:\n%s", out.String())
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status warnings %q; want one about no-such-host.invalid", st.Warnings)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
