@@ -116,4 +116,3 @@ func TestServeWarnsOfAnUnreachableSSHHost(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
