@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -302,10 +303,28 @@ func (i *localInstance) ownedAlive() bool {
 		return false
 	}
 	env, err := os.ReadFile(filepath.Join(task, "environ"))
+	if errors.Is(err, fs.ErrPermission) {
+		// An app run as another user (--run-user) by a baton that is not
+		// root: its environment is not baton's to read, but its start
+		// time is. A reused PID would have to have started within the
+		// same seconds as the instance.
+		return i.startedAsRecorded()
+	}
 	if err != nil {
 		return false
 	}
 	return bytes.Contains(append([]byte{0}, env...), []byte("\x00BATON_INSTANCE="+i.rec.ID+"\x00"))
+}
+
+// startedAsRecorded reports whether the PID's process started when the
+// record says the instance did, give or take the precision of /proc.
+func (i *localInstance) startedAsRecorded() bool {
+	at, ok := startedAt(i.rec.PID)
+	if !ok || i.rec.Started.IsZero() {
+		return false
+	}
+	d := at.Sub(i.rec.Started)
+	return d > -2*time.Second && d < 2*time.Second
 }
 
 func (i *localInstance) Alive(context.Context) (bool, error) { return !i.exited(), nil }

@@ -568,3 +568,20 @@ func TestLocalRotatesTheLog(t *testing.T) {
 		t.Errorf("log tail %q", tail)
 	}
 }
+
+// TestLocalStartTimeIdentifiesTheInstance: when the app's environment
+// cannot be read (an app of another user, baton not root), the start time
+// in /proc tells the instance from a process that reused its PID.
+func TestLocalStartTimeIdentifiesTheInstance(t *testing.T) {
+	l := &Local{Command: "exec sleep 30", Dir: t.TempDir()}
+	inst := start(t, l, testSpec(t, "", "v1"))
+	rec := inst.Record()
+	if !(&localInstance{rec: rec}).startedAsRecorded() {
+		at, _ := startedAt(rec.PID)
+		t.Errorf("pid %d started at %s, recorded %s: not taken for the instance", rec.PID, at, rec.Started)
+	}
+	rec.Started = rec.Started.Add(-time.Hour) // an older instance whose PID was reused
+	if (&localInstance{rec: rec}).startedAsRecorded() {
+		t.Error("a process started an hour after the record is taken for the instance")
+	}
+}

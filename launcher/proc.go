@@ -145,6 +145,45 @@ func running(path string) bool {
 	return s[i+2] != 'Z' && s[i+2] != 'X'
 }
 
+// startedAt returns when pid started: its start time in /proc/PID/stat, in
+// clock ticks since boot, plus the boot time of /proc/stat. It is exact to
+// about a second (the boot time's precision).
+func startedAt(pid int) (time.Time, bool) {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return time.Time{}, false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return time.Time{}, false
+	}
+	// After the command name: state is field 3, starttime field 22.
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return time.Time{}, false
+	}
+	ticks, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	st, err := os.ReadFile(filepath.Join(procRoot, "stat"))
+	if err != nil {
+		return time.Time{}, false
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			boot, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return time.Time{}, false
+			}
+			// USER_HZ, the unit of /proc's clock ticks, is 100 on Linux.
+			return time.Unix(boot, 0).Add(time.Duration(ticks) * 10 * time.Millisecond), true
+		}
+	}
+	return time.Time{}, false
+}
+
 // portFreeTimeout bounds how long a stop waits for the stopped app's port to
 // have no listener any more, after the process itself has gone.
 const portFreeTimeout = 5 * time.Second
