@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -115,4 +116,83 @@ func TestServeWarnsOfAnUnreachableSSHHost(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestExampleSystemdUnit keeps examples/systemd/baton.service what issue
+// 13 (item 8) asks: baton as an unprivileged user with only the
+// capabilities it needs, the usual hardening, reload through 'baton
+// upgrade', and an ExecStart whose flags 'baton serve' accepts.
+func TestExampleSystemdUnit(t *testing.T) {
+	b, err := os.ReadFile("../../examples/systemd/baton.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := map[string]string{}
+	var key, val string
+	for _, line := range strings.Split(string(b), "\n") {
+		if key != "" { // a continued line
+			val += " " + strings.TrimSpace(strings.TrimSuffix(line, "\\"))
+		} else if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			key, val = k, strings.TrimSuffix(v, "\\")
+		}
+		if !strings.HasSuffix(line, "\\") && key != "" {
+			unit[key] = strings.TrimSpace(val)
+			key = ""
+		}
+	}
+	for k, want := range map[string]string{
+		"User": "baton", "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ReadWritePaths": "/var/lib/baton",
+		"PrivateTmp": "yes", "ExecReload": "/usr/bin/baton upgrade", "KillMode": "process",
+		"AmbientCapabilities": "CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID CAP_KILL CAP_CHOWN",
+	} {
+		if unit[k] != want {
+			t.Errorf("%s=%q; want %q", k, unit[k], want)
+		}
+	}
+	args := shellWords(t, unit["ExecStart"])
+	if len(args) < 2 || args[0] != "/usr/bin/baton" || args[1] != "serve" {
+		t.Fatalf("ExecStart %q; want /usr/bin/baton serve …", args)
+	}
+	// The unit's app user does not exist here: stand in the test's own.
+	if i := slices.Index(args, "--run-user"); i > 0 && i+1 < len(args) {
+		args[i+1] = strconv.Itoa(os.Getuid())
+	}
+	cfg, err := parseServe(args[2:]...)
+	if err != nil {
+		t.Fatalf("'baton serve' refuses the unit's flags %q: %v", args[2:], err)
+	}
+	if cfg.Launch.RunUser == "" {
+		t.Errorf("the unit does not run the apps as another user (--run-user)")
+	}
+}
+
+// shellWords splits s at spaces, keeping single-quoted parts together, as
+// systemd does for ExecStart.
+func shellWords(t *testing.T, s string) []string {
+	t.Helper()
+	var words []string
+	var cur strings.Builder
+	inQuote, have := false, false
+	for _, r := range s {
+		switch {
+		case r == '\'':
+			inQuote, have = !inQuote, true
+		case r == ' ' && !inQuote:
+			if have {
+				words = append(words, cur.String())
+				cur.Reset()
+				have = false
+			}
+		default:
+			cur.WriteRune(r)
+			have = true
+		}
+	}
+	if inQuote {
+		t.Fatalf("unbalanced quote in %q", s)
+	}
+	if have {
+		words = append(words, cur.String())
+	}
+	return words
 }
