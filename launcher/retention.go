@@ -71,42 +71,74 @@ func (l *Local) Prune(_ context.Context, inUse []string) (string, error) {
 		rels = append(rels, release{e.Name(), fi.ModTime()})
 	}
 	slices.SortFunc(rels, func(a, b release) int { return b.mtime.Compare(a.mtime) })
-	used := map[string]bool{}
-	for _, a := range inUse {
-		if rel, err := filepath.Rel(relDir, a); err == nil && !strings.HasPrefix(rel, "..") {
-			used[strings.Split(rel, string(filepath.Separator))[0]] = true
-		}
-	}
-	var kept, removed []string
-	var errs []error
+	newestFirst := make([]string, len(rels))
 	for i, r := range rels {
-		if i < keepN || used[r.version] {
-			kept = append(kept, r.version)
+		newestFirst[i] = r.version
+	}
+	kept, old := pruneChoice(newestFirst, keepN, relDir, inUse, string(filepath.Separator))
+	var removed []string
+	var errs []error
+	for _, v := range old {
+		if err := os.RemoveAll(filepath.Join(relDir, v)); err != nil {
+			errs = append(errs, fmt.Errorf("remove release %s: %w", v, err))
 			continue
 		}
-		if err := os.RemoveAll(filepath.Join(relDir, r.version)); err != nil {
-			errs = append(errs, fmt.Errorf("remove release %s: %w", r.version, err))
-			continue
-		}
-		removed = append(removed, r.version)
+		removed = append(removed, v)
 	}
 	if len(removed) == 0 {
 		return "", errors.Join(errs...)
 	}
 	logs, _ := os.ReadDir(filepath.Join(base, "logs"))
-	nlogs := 0
+	var names []string
 	for _, e := range logs {
-		// A log is COLOR-VERSION-ID.log[.N]; a version may itself hold
-		// '-', so a log whose name fits a kept version is kept.
-		if logOf(e.Name(), removed) && !logOf(e.Name(), kept) {
-			if err := os.Remove(filepath.Join(base, "logs", e.Name())); err != nil {
-				errs = append(errs, fmt.Errorf("remove log: %w", err))
-				continue
-			}
-			nlogs++
+		names = append(names, e.Name())
+	}
+	nlogs := 0
+	for _, name := range pruneLogs(names, kept, removed) {
+		if err := os.Remove(filepath.Join(base, "logs", name)); err != nil {
+			errs = append(errs, fmt.Errorf("remove log: %w", err))
+			continue
+		}
+		nlogs++
+	}
+	return pruneSummary(removed, nlogs, kept), errors.Join(errs...)
+}
+
+// pruneChoice splits the release versions, newest first, into those to
+// keep (the first keepN, and those that hold an artifact of inUse, paths
+// under relDir with separator sep) and those to remove.
+func pruneChoice(newestFirst []string, keepN int, relDir string, inUse []string, sep string) (kept, removed []string) {
+	used := map[string]bool{}
+	for _, a := range inUse {
+		if rest, ok := strings.CutPrefix(a, relDir+sep); ok {
+			used[strings.Split(rest, sep)[0]] = true
 		}
 	}
-	return fmt.Sprintf("removed %d old release(s) (%s) and %d log file(s); kept %s", len(removed), strings.Join(removed, ", "), nlogs, strings.Join(kept, ", ")), errors.Join(errs...)
+	for i, v := range newestFirst {
+		if i < keepN || used[v] {
+			kept = append(kept, v)
+		} else {
+			removed = append(removed, v)
+		}
+	}
+	return kept, removed
+}
+
+// pruneLogs returns the log file names that belong to the deploys of the
+// removed versions. A log is COLOR-VERSION-ID.log[.N]; a version may
+// itself hold '-', so a log whose name fits a kept version is kept.
+func pruneLogs(names, kept, removed []string) []string {
+	var out []string
+	for _, name := range names {
+		if logOf(name, removed) && !logOf(name, kept) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func pruneSummary(removed []string, nlogs int, kept []string) string {
+	return fmt.Sprintf("removed %d old release(s) (%s) and %d log file(s); kept %s", len(removed), strings.Join(removed, ", "), nlogs, strings.Join(kept, ", "))
 }
 
 // logOf reports whether the log file name belongs to a deploy of one of

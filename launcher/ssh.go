@@ -55,6 +55,10 @@ type SSHConfig struct {
 	Dir string
 	// Env holds extra KEY=VALUE variables for every instance.
 	Env []string
+	// KeepReleases is how many of the newest releases Prune keeps on the
+	// host besides the ones in use; 0 means DefaultKeepReleases, negative
+	// keeps all.
+	KeepReleases int
 	// DialTimeout bounds connecting and the SSH handshake; zero means
 	// DefaultSSHDialTimeout.
 	DialTimeout time.Duration
@@ -508,6 +512,55 @@ func putFile(ctx context.Context, sc *sftp.Client, local, remote, id string) (n 
 		return n, fmt.Errorf("rename %s to %s: %w", tmp, remote, err)
 	}
 	return n, nil
+}
+
+// Prune removes the releases on the host but the newest KeepReleases (by
+// the time they were installed) and those holding an artifact of inUse,
+// with the logs of the deploys of the removed versions: the same rule as
+// Local.Prune. It returns what it removed, "" if nothing.
+func (s *SSH) Prune(ctx context.Context, inUse []string) (string, error) {
+	keepN := s.cfg.KeepReleases
+	if keepN == 0 {
+		keepN = DefaultKeepReleases
+	}
+	if keepN < 0 {
+		return "", nil
+	}
+	if _, _, err := s.conn(ctx); err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	base := s.base
+	s.mu.Unlock()
+	// ls -t: newest first, by the time the directory last changed (an
+	// install renames the artifact into it).
+	out, err := s.run(ctx, fmt.Sprintf(`cd %s || exit 0
+[ -d releases ] && ls -1t releases
+echo ---
+[ -d logs ] && ls -1 logs
+exit 0
+`, shellQuote(base)))
+	if err != nil {
+		return "", fmt.Errorf("list releases on %s: %w", s.label, err)
+	}
+	rels, logs, _ := strings.Cut(out, "---")
+	kept, removed := pruneChoice(strings.Fields(rels), keepN, path.Join(base, "releases"), inUse, "/")
+	if len(removed) == 0 {
+		return "", nil
+	}
+	gone := pruneLogs(strings.Fields(logs), kept, removed)
+	var b strings.Builder
+	fmt.Fprintf(&b, "cd %s\n", shellQuote(base))
+	for _, v := range removed {
+		fmt.Fprintf(&b, "rm -rf -- %s\n", shellQuote("releases/"+v))
+	}
+	for _, l := range gone {
+		fmt.Fprintf(&b, "rm -f -- %s\n", shellQuote("logs/"+l))
+	}
+	if _, err := s.run(ctx, b.String()); err != nil {
+		return "", fmt.Errorf("remove old releases on %s: %w", s.label, err)
+	}
+	return pruneSummary(removed, len(gone), kept) + " on " + s.label, nil
 }
 
 // CheckReachable resolves the host and opens a TCP connection to its SSH

@@ -181,7 +181,7 @@ func (c *launchConfig) attach(sw *switcher.Switcher, stateDir string, logger *sl
 	}
 	l, err := launcher.NewSSH(launcher.SSHConfig{
 		Target: c.SSH, KeyFile: c.SSHKey, KnownHosts: c.KnownHosts, InsecureIgnoreHostKey: c.SSHInsecure,
-		Command: c.Run, Dir: c.SSHDir, Env: c.RunEnv, Logger: logger,
+		Command: c.Run, Dir: c.SSHDir, Env: c.RunEnv, KeepReleases: c.KeepReleases, Logger: logger,
 	})
 	if err != nil {
 		return nil, usageError(err)
