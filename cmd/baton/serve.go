@@ -228,7 +228,7 @@ func serve(ctx context.Context, cfg serveConfig, token string, logger *slog.Logg
 		su = &selfUpgrade{upg: upg, sw: sw, logger: logger}
 		admUpgrade = su
 	}
-	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger, Metrics: obs.metrics.Handler(), Upgrade: admUpgrade},
+	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger, Metrics: obs.metrics.Handler(), Upgrade: admUpgrade, Warnings: cfg.Launch.warnings.Warnings},
 		admin.One(admin.Service{Name: state.DefaultService, Controller: sw, Deploy: cfg.Launch.adminConfig(store.Dir())})).NewHTTPServer()
 
 	monitorCtx, stopMonitor := context.WithCancel(context.WithoutCancel(ctx))
