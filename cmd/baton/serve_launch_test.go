@@ -47,7 +47,7 @@ func TestServeLaunchFlags(t *testing.T) {
 		{[]string{"--run", "java -jar {artefact}"}, []string{"{artefact}", "uses neither {port} nor $PORT"}},
 		{[]string{"--run", "echo $PORTS; java -jar {artifact}"}, []string{"uses neither {port} nor $PORT"}},
 		{[]string{"--keep-releases", "0"}, []string{"--keep-releases 0"}},
-		{[]string{"--max-log-size", "1KiB"}, []string{"--max-log-size 1KiB"}},
+		{[]string{"--max-log-size", "1KiB"}, []string{"--max-log-size 1k: want at least 4KiB"}},
 		{[]string{"--keep-logs", "0"}, []string{"--keep-logs 0"}},
 		{[]string{"--run-user", "root"}, []string{"--run-user needs --run"}},
 		{[]string{"--run", "x {port}", "--run-user", "no-such-user-of-baton"}, []string{"--run-user", "no-such-user-of-baton"}},
