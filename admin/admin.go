@@ -47,6 +47,9 @@ type Config struct {
 	// Reload, if set, serves POST /v1/reload: read the config file again
 	// and apply it. Nil means this baton has no config file to reload.
 	Reload Reloader
+	// Warnings, if set, returns what the checks of baton's settings found
+	// that did not stop it (an SSH host out of reach), for status.
+	Warnings func() []string
 }
 
 // Server is the admin API. Create it with New; it is safe for concurrent use.
@@ -266,11 +269,18 @@ type StatusResponse struct {
 	PID int `json:"pid"`
 	// Service is the name of the service the status is of.
 	Service string `json:"service"`
+	// Warnings are what the checks of baton's settings found that did not
+	// stop it, such as an SSH host out of reach at start.
+	Warnings []string `json:"warnings,omitempty"`
 	switcher.Status
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request, svc Service) error {
-	writeJSON(w, http.StatusOK, StatusResponse{BatonVersion: s.cfg.Version, PID: os.Getpid(), Service: svc.Name, Status: svc.Controller.Status()})
+	resp := StatusResponse{BatonVersion: s.cfg.Version, PID: os.Getpid(), Service: svc.Name, Status: svc.Controller.Status()}
+	if s.cfg.Warnings != nil {
+		resp.Warnings = s.cfg.Warnings()
+	}
+	writeJSON(w, http.StatusOK, resp)
 	return nil
 }
 
@@ -322,7 +332,8 @@ func operationError(err error) error {
 	switch {
 	case errors.Is(err, switcher.ErrInvalid):
 		return withStatus(http.StatusBadRequest, err)
-	case errors.Is(err, switcher.ErrBusy), errors.Is(err, switcher.ErrAlreadyLive), errors.Is(err, switcher.ErrNothingToRollBack):
+	case errors.Is(err, switcher.ErrBusy), errors.Is(err, switcher.ErrAlreadyLive), errors.Is(err, switcher.ErrNothingToRollBack),
+		errors.Is(err, switcher.ErrPortInUse):
 		return withStatus(http.StatusConflict, err)
 	}
 	return err

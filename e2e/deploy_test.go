@@ -72,7 +72,10 @@ func TestDeployUnderLoadLosesNothing(t *testing.T) {
 	if testing.Short() {
 		deploys = 3
 	}
-	b := newBaton(t, "--run", appRun+" --startup-delay 300ms", "--drain-timeout", "10s")
+	// --keep-releases 3: the later deploys remove the oldest release and
+	// its log, under load (issue 13, item 9).
+	const keep = 3
+	b := newBaton(t, "--run", appRun+" --startup-delay 300ms", "--drain-timeout", "10s", "--keep-releases", strconv.Itoa(keep))
 	b.start() // nothing runs yet: the first deploy brings the app up
 
 	_, last, out, code := b.deploy("--artifact", appBin, "--version", "v1")
@@ -100,8 +103,12 @@ func TestDeployUnderLoadLosesNothing(t *testing.T) {
 			t.Fatalf("deploy %s exited %d:\n%s\nbaton log:\n%s", v, code, out, b.proc.out.String())
 		}
 		want := "artifact start install launch health"
-		if got := steps(lines); !strings.HasPrefix(got, want) || !strings.Contains(got, "swap persist drain") || !strings.HasSuffix(got, "drain stop done") {
-			t.Errorf("deploy %s steps %q; want %q ... swap persist drain ... stop done", v, got, want)
+		end := "drain stop done"
+		if i > keep {
+			end = "drain stop prune done"
+		}
+		if got := steps(lines); !strings.HasPrefix(got, want) || !strings.Contains(got, "swap persist drain") || !strings.HasSuffix(got, end) {
+			t.Errorf("deploy %s steps %q; want %q ... swap persist drain ... %s", v, got, want, end)
 		}
 		d := last.Deploy
 		if d.Version != v || d.PID <= 0 || len(d.SHA256) != 64 || !strings.Contains(d.Stopped, "exited") {
@@ -146,9 +153,23 @@ func TestDeployUnderLoadLosesNothing(t *testing.T) {
 	if n := len(st.History); n != deploys || st.History[n-1].Kind != "deploy" || st.History[n-1].Version != lastV {
 		t.Errorf("history %+v; want %d deploys ending with %s", st.History, deploys, lastV)
 	}
+	// The newest releases are kept, with one log per deploy of theirs.
+	kept := min(deploys, keep)
 	logs, _ := filepath.Glob(filepath.Join(b.state, "logs", "*.log"))
-	if len(logs) != deploys {
-		t.Errorf("%d log files; want one per deploy (%d)", len(logs), deploys)
+	if len(logs) != kept {
+		t.Errorf("%d log files %q; want one per kept deploy (%d)", len(logs), logs, kept)
+	}
+	var releases []string
+	entries, _ := os.ReadDir(filepath.Join(b.state, "releases"))
+	for _, e := range entries {
+		releases = append(releases, e.Name())
+	}
+	var wantReleases []string
+	for i := deploys - kept + 1; i <= deploys; i++ {
+		wantReleases = append(wantReleases, "v"+strconv.Itoa(i))
+	}
+	if strings.Join(releases, " ") != strings.Join(wantReleases, " ") {
+		t.Errorf("releases %q; want the newest %q", releases, wantReleases)
 	}
 	if uploads, _ := os.ReadDir(filepath.Join(b.state, "uploads")); len(uploads) != 0 {
 		t.Errorf("%d uploads left behind", len(uploads))

@@ -32,6 +32,17 @@
 // tell, after a restart of baton (Adopt), whether a recorded PID still names
 // the instance it started, so that a reused PID is never signalled.
 //
+// A stop is done only once every thread of the process has exited and
+// nothing listens on the instance's port any more (bounded): a JVM's main
+// thread shows as a zombie while its other threads still hold the socket.
+//
+// Local can run the instance as another user (RunAs): baton opens the log
+// and hands the app the descriptor, the release and log belong to baton
+// with the app's group allowed to read them, and the app starts without
+// any capability of baton's. After a deploy, Prune removes old releases and
+// their logs, keeping the newest and the ones in use; Local's RotateLogs
+// cuts an app log that grew too big, in place, while the app writes on.
+//
 // Several hosts per colour (a pool) would be one more Launcher whose Instance
 // fans out to one Instance per host; the interfaces here need not change.
 package launcher

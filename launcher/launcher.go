@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -115,13 +117,45 @@ func (s Spec) validate(command string) error {
 	return nil
 }
 
-// CheckCommand reports whether command can serve as a launch template. A
-// command need not use {port}: the app may read $PORT instead.
+// placeholderRE matches what looks like a placeholder: {name}, not the
+// shell's ${name}.
+var placeholderRE = regexp.MustCompile(`(^|[^$])\{([A-Za-z_][A-Za-z0-9_-]*)\}`)
+
+// placeholders are the names script replaces.
+var placeholders = map[string]bool{"artifact": true, "port": true, "version": true, "color": true}
+
+// CheckCommand reports whether command can serve as a launch template:
+// not empty, and no placeholder other than {artifact}, {port}, {version}
+// and {color} (a typo such as {artefact} would reach the shell as is). It
+// reports every unknown placeholder at once.
 func CheckCommand(command string) error {
 	if strings.TrimSpace(command) == "" {
 		return errors.New("the command template is empty")
 	}
+	var unknown []string
+	for _, m := range placeholderRE.FindAllStringSubmatch(command, -1) {
+		if !placeholders[m[2]] && !slices.Contains(unknown, "{"+m[2]+"}") {
+			unknown = append(unknown, "{"+m[2]+"}")
+		}
+	}
+	if len(unknown) > 0 {
+		return fmt.Errorf("unknown placeholder(s) %s in %q: want {artifact}, {port}, {version} or {color}", strings.Join(unknown, ", "), command)
+	}
 	return nil
+}
+
+// portUseRE matches a use of the PORT variable in a shell command.
+var portUseRE = regexp.MustCompile(`\$(PORT\b|\{PORT[}:])`)
+
+// CheckPortUse reports whether command gives the app the port of its colour:
+// with {port} or $PORT in the command. Without either, both colours would
+// start the app on whatever port it picks itself, and the second one would
+// find it taken.
+func CheckPortUse(command string) error {
+	if strings.Contains(command, "{port}") || portUseRE.MatchString(command) {
+		return nil
+	}
+	return fmt.Errorf("%q uses neither {port} nor $PORT: each colour needs its own port; pass it to the app, e.g. 'java -jar {artifact} --server.port={port}'", command)
 }
 
 // script returns the shell script that runs command for spec, with
@@ -169,6 +203,19 @@ func relPaths(spec Spec) (artifact, log string) {
 	}
 	log = filepath.Join("logs", spec.Color+"-"+spec.Version+"-"+spec.ID+".log")
 	return artifact, log
+}
+
+// addrPort returns the port of a host:port address, 0 if it has none.
+func addrPort(addr string) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // lastLines returns the last n lines of b, without a trailing newline.

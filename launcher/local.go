@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -33,8 +34,52 @@ type Local struct {
 	// inherit baton's environment except its BATON_* variables (the admin
 	// token among them).
 	Env []string
+	// User, if set, is the user and group the instances run as. The app's
+	// group may then read its release and its log (and pass through Dir);
+	// nobody else may. Nil runs them as baton's own user.
+	User *RunAs
+	// KeepReleases is how many of the newest releases Prune keeps besides
+	// the ones in use; 0 means DefaultKeepReleases, negative keeps all.
+	KeepReleases int
+	// MaxLogBytes is the size at which RotateLogs cuts an app log; 0 means
+	// DefaultMaxLogBytes, negative never cuts.
+	MaxLogBytes int64
+	// KeepLogs is how many cut-off parts of a log RotateLogs keeps; 0
+	// means DefaultKeepLogs.
+	KeepLogs int
 	// Logger receives the launcher's own log lines; nil discards them.
 	Logger *slog.Logger
+}
+
+// Who may read what Local writes: baton alone (0700, 0600), or with User
+// set, the app's group too (0750, 0640), and the base directory lets that
+// group through to releases/ and logs/ without listing it (0710).
+func (l *Local) perm(mode os.FileMode) (os.FileMode, int) {
+	if l.User == nil {
+		return mode & 0o700, -1
+	}
+	return mode, int(l.User.GID)
+}
+
+// ensureDir creates dir if need be and gives it mode (narrowed by perm)
+// and the app's group, whatever it had: a release directory made by an
+// older baton was world-readable.
+func (l *Local) ensureDir(dir string, mode os.FileMode) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return l.restrict(dir, mode)
+}
+
+// restrict gives path mode (narrowed by perm) and the app's group.
+func (l *Local) restrict(path string, mode os.FileMode) error {
+	m, gid := l.perm(mode)
+	if gid >= 0 {
+		if err := os.Chown(path, -1, gid); err != nil {
+			return fmt.Errorf("give %s to the app's group %d: %w", path, gid, err)
+		}
+	}
+	return os.Chmod(path, m)
 }
 
 // String returns "local".
@@ -74,7 +119,13 @@ func (l *Local) Start(ctx context.Context, spec Spec) (Instance, error) {
 	case spec.Artifact != "":
 		artifact = filepath.Join(base, relArtifact)
 		t := time.Now()
-		if err := installFile(spec.Artifact, artifact, spec.ID); err != nil {
+		if err := l.ensureDir(filepath.Join(base, "releases"), 0o750); err != nil {
+			return nil, fmt.Errorf("releases dir: %w", err)
+		}
+		if err := l.ensureDir(filepath.Dir(artifact), 0o750); err != nil {
+			return nil, fmt.Errorf("release dir: %w", err)
+		}
+		if err := installFile(spec.Artifact, artifact, spec.ID, l.restrict); err != nil {
 			return nil, fmt.Errorf("install %s: %w", spec.Artifact, err)
 		}
 		workDir = filepath.Dir(artifact)
@@ -82,25 +133,43 @@ func (l *Local) Start(ctx context.Context, spec Spec) (Instance, error) {
 			spec.Progress(fmt.Sprintf("installed %s as %s in %s", spec.Artifact, artifact, time.Since(t).Round(time.Millisecond)))
 		}
 	}
+	if l.User != nil {
+		if err := l.restrict(base, 0o710); err != nil {
+			return nil, fmt.Errorf("launcher dir: %w", err)
+		}
+	}
 	logPath := filepath.Join(base, relLog)
-	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
+	if err := l.ensureDir(filepath.Dir(logPath), 0o750); err != nil {
 		return nil, fmt.Errorf("log dir: %w", err)
 	}
+	// baton opens the log and hands the app the descriptor: the app needs
+	// no right to open it, only to write to what it was given.
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("log file: %w", err)
 	}
 	defer logf.Close() // the child has its own copy
+	if err := l.restrict(logPath, 0o640); err != nil {
+		return nil, fmt.Errorf("log file: %w", err)
+	}
 	sh := script(l.Command, spec, artifact)
 	fmt.Fprintf(logf, "baton: %s starting %s %s on port %d: %s\n", time.Now().UTC().Format(time.RFC3339), spec.Color, spec.Version, spec.Port, sh)
 
-	cmd := exec.Command("/bin/sh", "-c", sh)
+	argv := append(dropCapsArgv(l.User), "/bin/sh", "-c", sh)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = workDir
-	cmd.Env = append(append(inheritedEnv(), instanceEnv(spec, artifact)...), l.Env...)
+	env := inheritedEnv()
+	if l.User != nil {
+		env = append(env, l.User.env()...)
+	}
+	cmd.Env = append(append(env, instanceEnv(spec, artifact)...), l.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// A group of its own: a signal reaches the app and anything it spawned,
 	// and a Ctrl-C meant for baton does not reach the app.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if l.User != nil {
+		cmd.SysProcAttr.Credential = l.User.credential()
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %q: %w", sh, err)
 	}
@@ -109,6 +178,7 @@ func (l *Local) Start(ctx context.Context, spec Spec) (Instance, error) {
 			AppVersion: spec.Version, PID: cmd.Process.Pid, Artifact: artifact, Started: time.Now().UTC(),
 			ID: spec.ID, Log: logPath, Launcher: "local",
 		},
+		port: spec.Port,
 		done: make(chan struct{}),
 	}
 	go func() {
@@ -134,7 +204,7 @@ func (l *Local) Adopt(rec state.Instance) (Instance, error) {
 	if rec.PID <= 0 || rec.ID == "" {
 		return nil, fmt.Errorf("%w: record has no pid or id", ErrNotAdoptable)
 	}
-	return &localInstance{rec: rec}, nil
+	return &localInstance{rec: rec, port: addrPort(rec.Addr)}, nil
 }
 
 // inheritedEnv is baton's environment without its own BATON_* variables,
@@ -150,9 +220,10 @@ func inheritedEnv() []string {
 }
 
 // installFile copies src to dst atomically: a temp file in dst's directory,
-// fsynced, made executable, renamed over dst. A running instance that has dst
-// open keeps the old file. Copying src onto itself is a no-op.
-func installFile(src, dst, id string) (err error) {
+// fsynced, made executable (restrict gives it its mode and group), renamed
+// over dst. A running instance that has dst open keeps the old file. Copying
+// src onto itself is a no-op.
+func installFile(src, dst, id string, restrict func(string, os.FileMode) error) (err error) {
 	si, err := os.Stat(src)
 	if err != nil {
 		return err
@@ -163,16 +234,13 @@ func installFile(src, dst, id string) (err error) {
 	if di, err := os.Stat(dst); err == nil && os.SameFile(si, di) {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
 	tmp := filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-"+id)
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o700)
 	if err != nil {
 		return err
 	}
@@ -191,6 +259,9 @@ func installFile(src, dst, id string) (err error) {
 	if err = out.Close(); err != nil {
 		return err
 	}
+	if err = restrict(tmp, 0o750); err != nil {
+		return err
+	}
 	return os.Rename(tmp, dst)
 }
 
@@ -198,6 +269,7 @@ func installFile(src, dst, id string) (err error) {
 // one adopted from the state file.
 type localInstance struct {
 	rec  state.Instance
+	port int           // the port it listens on; 0 if not known
 	done chan struct{} // closed once the child has been reaped; nil if adopted
 
 	mu      sync.Mutex
@@ -219,16 +291,40 @@ func (i *localInstance) exited() bool {
 	}
 }
 
-// ownedAlive reports whether the PID runs and still is this instance.
+// ownedAlive reports whether the PID runs and still is this instance. The
+// marker is read from a thread that runs: a zombie leader has no
+// environment left to read while its other threads may still serve.
 func (i *localInstance) ownedAlive() bool {
-	if !Alive(i.rec.PID) {
+	if err := syscall.Kill(i.rec.PID, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return false
 	}
-	env, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(i.rec.PID), "environ"))
+	task := liveTask(i.rec.PID)
+	if task == "" {
+		return false
+	}
+	env, err := os.ReadFile(filepath.Join(task, "environ"))
+	if errors.Is(err, fs.ErrPermission) {
+		// An app run as another user (--run-user) by a baton that is not
+		// root: its environment is not baton's to read, but its start
+		// time is. A reused PID would have to have started within the
+		// same seconds as the instance.
+		return i.startedAsRecorded()
+	}
 	if err != nil {
 		return false
 	}
 	return bytes.Contains(append([]byte{0}, env...), []byte("\x00BATON_INSTANCE="+i.rec.ID+"\x00"))
+}
+
+// startedAsRecorded reports whether the PID's process started when the
+// record says the instance did, give or take the precision of /proc.
+func (i *localInstance) startedAsRecorded() bool {
+	at, ok := startedAt(i.rec.PID)
+	if !ok || i.rec.Started.IsZero() {
+		return false
+	}
+	d := at.Sub(i.rec.Started)
+	return d > -2*time.Second && d < 2*time.Second
 }
 
 func (i *localInstance) Alive(context.Context) (bool, error) { return !i.exited(), nil }
@@ -295,7 +391,7 @@ func (i *localInstance) signal(sig syscall.Signal) (group bool, err error) {
 
 func (i *localInstance) Stop(ctx context.Context, sig syscall.Signal, grace time.Duration) (string, error) {
 	if i.exited() {
-		return i.String() + " had already exited", nil
+		return i.String() + " had already exited" + i.waitPort(ctx), nil
 	}
 	t := time.Now()
 	group, err := i.signal(sig)
@@ -310,7 +406,7 @@ func (i *localInstance) Stop(ctx context.Context, sig syscall.Signal, grace time
 			// Whatever the app spawned and left behind goes with it.
 			_ = syscall.Kill(-i.rec.PID, syscall.SIGKILL)
 		}
-		return fmt.Sprintf("%s exited %s after %s", i, time.Since(t).Round(time.Millisecond), signalName(sig)), nil
+		return fmt.Sprintf("%s exited %s after %s", i, time.Since(t).Round(time.Millisecond), signalName(sig)) + i.waitPort(ctx), nil
 	}
 	if _, err := i.signal(syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return "", fmt.Errorf("kill %s: %w", i, err)
@@ -318,7 +414,18 @@ func (i *localInstance) Stop(ctx context.Context, sig syscall.Signal, grace time
 	if !i.waitGone(context.WithoutCancel(ctx), 5*time.Second) {
 		return "", fmt.Errorf("%s still alive 5s after SIGKILL", i)
 	}
-	return fmt.Sprintf("%s ignored %s for %s; killed", i, signalName(sig), grace), nil
+	return fmt.Sprintf("%s ignored %s for %s; killed", i, signalName(sig), grace) + i.waitPort(ctx), nil
+}
+
+// waitPort waits, bounded, until nothing listens on the instance's port any
+// more: a child the app spawned may hold the socket a moment after the app
+// itself has gone, and the next instance must find the port free. It
+// returns "" once the port is free, else a note for Stop's description.
+func (i *localInstance) waitPort(ctx context.Context) string {
+	if waitPortFree(context.WithoutCancel(ctx), i.port, portFreeTimeout) {
+		return ""
+	}
+	return fmt.Sprintf("; port %d still has a listener %s later", i.port, portFreeTimeout)
 }
 
 func (i *localInstance) LogTail(_ context.Context, n int) (string, error) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -321,5 +322,266 @@ func TestLocalAdopt(t *testing.T) {
 	sshRec.Host, sshRec.Launcher = "deploy@app1:22", "ssh"
 	if _, err := (&Local{}).Adopt(sshRec); !errors.Is(err, ErrNotAdoptable) {
 		t.Errorf("Adopt of an SSH record: %v; want ErrNotAdoptable", err)
+	}
+}
+
+// procStatus returns the value of a field of /proc/PID/status.
+func procStatus(t *testing.T, pid int, field string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return ""
+}
+
+// wantMode fails the test unless path has exactly mode's permission bits
+// and, if gid >= 0, that group.
+func wantMode(t *testing.T, path string, mode os.FileMode, gid int) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != mode {
+		t.Errorf("%s has mode %v; want %v", path, got, mode)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); gid >= 0 && int(st.Gid) != gid {
+		t.Errorf("%s has group %d; want %d", path, st.Gid, gid)
+	}
+}
+
+// TestLocalReleasesAndLogsNotWorldReadable is issue 13, item 6: nothing
+// baton installs or logs can be read by other users of the machine.
+func TestLocalReleasesAndLogsNotWorldReadable(t *testing.T) {
+	dir := t.TempDir()
+	l := &Local{Command: "{artifact} --port {port} --version {version}", Dir: dir}
+	spec := testSpec(t, appBin, "v1")
+	inst := start(t, l, spec)
+	waitHealthy(t, inst, spec.Port)
+	rec := inst.Record()
+	wantMode(t, filepath.Join(dir, "releases"), 0o700, -1)
+	wantMode(t, filepath.Dir(rec.Artifact), 0o700, -1)
+	wantMode(t, rec.Artifact, 0o700, -1)
+	wantMode(t, filepath.Dir(rec.Log), 0o700, -1)
+	wantMode(t, rec.Log, 0o600, -1)
+}
+
+// TestLocalRunUser is issue 13, item 8: with RunAs the app runs as that
+// user and group (checked in /proc), without baton's capabilities, and can
+// read its release and write its log, which no other user can read.
+func TestLocalRunUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a user and switch to it (CI runs as root)")
+	}
+	name := fmt.Sprintf("baton-app-%d", os.Getpid())
+	if out, err := exec.Command("useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd %s: %v\n%s", name, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("userdel", name).Run() })
+	runAs, err := LookupRunAs(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The state dir's parents must let the app user through, as /var/lib does.
+	base := t.TempDir()
+	if err := os.Chmod(filepath.Dir(base), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(base, "state")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	l := &Local{Command: "{artifact} --port {port} --version {version}", Dir: dir, User: runAs}
+	spec := testSpec(t, appBin, "v1")
+	inst := start(t, l, spec)
+	waitHealthy(t, inst, spec.Port)
+	pid := inst.Record().PID
+	want := fmt.Sprint(runAs.UID)
+	if uids := strings.Fields(procStatus(t, pid, "Uid")); len(uids) != 4 || uids[0] != want || uids[1] != want || uids[2] != want || uids[3] != want {
+		t.Errorf("app runs with uids %v; want all %s", uids, want)
+	}
+	wantG := fmt.Sprint(runAs.GID)
+	if gids := strings.Fields(procStatus(t, pid, "Gid")); len(gids) != 4 || gids[0] != wantG || gids[2] != wantG {
+		t.Errorf("app runs with gids %v; want %s", gids, wantG)
+	}
+	if capEff := procStatus(t, pid, "CapEff"); capEff != "0000000000000000" {
+		t.Errorf("app has capabilities %s; want none", capEff)
+	}
+	if env, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "environ")); !strings.Contains(string(env), "\x00USER="+name+"\x00") {
+		t.Errorf("app environment lacks USER=%s", name)
+	}
+	rec := inst.Record()
+	gid := int(runAs.GID)
+	wantMode(t, dir, 0o710, gid)
+	wantMode(t, filepath.Join(dir, "releases"), 0o750, gid)
+	wantMode(t, filepath.Dir(rec.Artifact), 0o750, gid)
+	wantMode(t, rec.Artifact, 0o750, gid)
+	wantMode(t, filepath.Dir(rec.Log), 0o750, gid)
+	wantMode(t, rec.Log, 0o640, gid)
+	// The app user can read its release and its log, and not the state.
+	canRead := func(path string) bool {
+		return exec.Command("setpriv", "--reuid="+want, "--regid="+wantG, "--clear-groups", "--", "head", "-c1", path).Run() == nil
+	}
+	if !canRead(rec.Artifact) || !canRead(rec.Log) {
+		t.Errorf("the app user cannot read its release or its log")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "state.json"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if canRead(filepath.Join(dir, "state.json")) {
+		t.Errorf("the app user can read baton's state file")
+	}
+	// The log is written through the descriptor baton opened: the app's
+	// output arrives.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if tail, _ := inst.LogTail(context.Background(), 50); strings.Contains(tail, "listening on") {
+			break
+		}
+		if time.Now().After(deadline) {
+			tail, _ := inst.LogTail(context.Background(), 50)
+			t.Fatalf("the app's output is not in its log:\n%s", tail)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if desc, err := inst.Stop(context.Background(), syscall.SIGTERM, 5*time.Second); err != nil {
+		t.Fatalf("stop: %v", err)
+	} else if !strings.Contains(desc, "exited") {
+		t.Errorf("stop: %s", desc)
+	}
+}
+
+// TestLocalPruneKeepsTheNewestAndTheOnesInUse is issue 13, item 9: old
+// releases and their logs go; the newest KeepReleases stay, and so do the
+// ones in use (live, previous) however old.
+func TestLocalPruneKeepsTheNewestAndTheOnesInUse(t *testing.T) {
+	dir := t.TempDir()
+	l := &Local{Command: "{artifact} {port}", Dir: dir, KeepReleases: 2}
+	old := time.Now().Add(-time.Hour)
+	var artifacts []string
+	for i, v := range []string{"v1", "v2", "v3", "v4", "v5"} {
+		a := filepath.Join(dir, "releases", v, "app.jar")
+		if err := os.MkdirAll(filepath.Dir(a), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(a, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"blue-" + v + "-id" + v + ".log", "blue-" + v + "-id" + v + ".log.1"} {
+			if err := os.WriteFile(filepath.Join(dir, "logs", name), []byte("log"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		when := old.Add(time.Duration(i) * time.Minute) // v5 is the newest
+		if err := os.Chtimes(filepath.Dir(a), when, when); err != nil {
+			t.Fatal(err)
+		}
+		artifacts = append(artifacts, a)
+	}
+	// v1 is what a rollback would start: kept although it is the oldest.
+	desc, err := l.Prune(context.Background(), []string{artifacts[0], artifacts[4]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	entries, _ := os.ReadDir(filepath.Join(dir, "releases"))
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	if want := []string{"v1", "v4", "v5"}; !slices.Equal(left, want) {
+		t.Errorf("releases left %v; want %v (prune said %q)", left, want, desc)
+	}
+	var logs []string
+	entries, _ = os.ReadDir(filepath.Join(dir, "logs"))
+	for _, e := range entries {
+		logs = append(logs, e.Name())
+	}
+	want := []string{"blue-v1-idv1.log", "blue-v1-idv1.log.1", "blue-v4-idv4.log", "blue-v4-idv4.log.1", "blue-v5-idv5.log", "blue-v5-idv5.log.1"}
+	if !slices.Equal(logs, want) {
+		t.Errorf("logs left %v; want %v", logs, want)
+	}
+	if !strings.Contains(desc, "v2") || !strings.Contains(desc, "v3") {
+		t.Errorf("prune said %q; want it to name v2 and v3", desc)
+	}
+}
+
+// TestLocalRotatesTheLog is issue 13, item 9: an app that writes without
+// end to stdout does not fill the disk; its log is cut at MaxLogBytes and
+// the older parts kept in KeepLogs numbered files, while the app goes on
+// writing to the same log.
+func TestLocalRotatesTheLog(t *testing.T) {
+	dir := t.TempDir()
+	l := &Local{Command: `while :; do echo "line of the app on port {port} with some padding to make it longer"; sleep 0.001; done`,
+		Dir: dir, MaxLogBytes: 4096, KeepLogs: 2}
+	inst := start(t, l, testSpec(t, "", "v1"))
+	log := inst.Record().Log
+	size := func(p string) int64 {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return -1
+		}
+		return fi.Size()
+	}
+	for rotations := 0; rotations < 4; {
+		deadline := time.Now().Add(10 * time.Second)
+		for size(log) <= 4096 {
+			if time.Now().After(deadline) {
+				t.Fatalf("the log did not grow past 4096 bytes: %d", size(log))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if err := l.RotateLogs(); err != nil {
+			t.Fatal(err)
+		}
+		rotations++
+		if s := size(log); s > 4096 {
+			t.Fatalf("after rotation %d the log has %d bytes; want it cut", rotations, s)
+		}
+	}
+	if size(log+".1") <= 0 || size(log+".2") <= 0 {
+		t.Errorf("rotated logs: .1 %d bytes, .2 %d bytes; want both", size(log+".1"), size(log+".2"))
+	}
+	if size(log+".3") != -1 {
+		t.Errorf("%s.3 exists; want at most KeepLogs=2 old parts", log)
+	}
+	wantMode(t, log+".1", 0o600, -1)
+	// The app still writes to its log (its O_APPEND descriptor follows the
+	// cut), and what it writes is readable through LogTail.
+	deadline := time.Now().Add(5 * time.Second)
+	for size(log) <= 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the app no longer writes to its log after the rotation")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if tail, _ := inst.LogTail(context.Background(), 1); !strings.Contains(tail, "line of the app") {
+		t.Errorf("log tail %q", tail)
+	}
+}
+
+// TestLocalStartTimeIdentifiesTheInstance: when the app's environment
+// cannot be read (an app of another user, baton not root), the start time
+// in /proc tells the instance from a process that reused its PID.
+func TestLocalStartTimeIdentifiesTheInstance(t *testing.T) {
+	l := &Local{Command: "exec sleep 30", Dir: t.TempDir()}
+	inst := start(t, l, testSpec(t, "", "v1"))
+	rec := inst.Record()
+	if !(&localInstance{rec: rec}).startedAsRecorded() {
+		at, _ := startedAt(rec.PID)
+		t.Errorf("pid %d started at %s, recorded %s: not taken for the instance", rec.PID, at, rec.Started)
+	}
+	rec.Started = rec.Started.Add(-time.Hour) // an older instance whose PID was reused
+	if (&localInstance{rec: rec}).startedAsRecorded() {
+		t.Error("a process started an hour after the record is taken for the instance")
 	}
 }

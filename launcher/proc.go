@@ -94,13 +94,44 @@ func listeningInodes(path string, port int, inodes map[string]bool) error {
 	return sc.Err()
 }
 
-// Alive reports whether pid names a running process. A zombie (exited, not
-// yet reaped by its parent) counts as gone: it serves nothing.
+// Alive reports whether pid names a running process: one of its threads
+// has not exited yet. A process whose threads have all exited (a zombie not
+// yet reaped by its parent) counts as gone: it serves nothing and holds no
+// socket. A zombie thread-group leader whose other threads still run counts
+// as alive: a JVM's main thread shows as a zombie for a few milliseconds
+// while its other threads still hold the listening socket.
 func Alive(pid int) bool {
 	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return false
 	}
-	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	return liveTask(pid) != ""
+}
+
+// liveTask returns the /proc directory of a thread of pid that has not
+// exited, or "" if there is none. The leader comes first: it is the one to
+// look at while the process runs normally.
+func liveTask(pid int) string {
+	dir := filepath.Join(procRoot, strconv.Itoa(pid))
+	if running(filepath.Join(dir, "stat")) {
+		return dir
+	}
+	tasks, err := os.ReadDir(filepath.Join(dir, "task"))
+	if err != nil {
+		return ""
+	}
+	for _, t := range tasks {
+		td := filepath.Join(dir, "task", t.Name())
+		if running(filepath.Join(td, "stat")) {
+			return td
+		}
+	}
+	return ""
+}
+
+// running reports whether the stat file at path names a task that has not
+// exited (neither zombie nor dead).
+func running(path string) bool {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return false
 	}
@@ -112,6 +143,71 @@ func Alive(pid int) bool {
 		return true
 	}
 	return s[i+2] != 'Z' && s[i+2] != 'X'
+}
+
+// startedAt returns when pid started: its start time in /proc/PID/stat, in
+// clock ticks since boot, plus the boot time of /proc/stat. It is exact to
+// about a second (the boot time's precision).
+func startedAt(pid int) (time.Time, bool) {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return time.Time{}, false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return time.Time{}, false
+	}
+	// After the command name: state is field 3, starttime field 22.
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return time.Time{}, false
+	}
+	ticks, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	st, err := os.ReadFile(filepath.Join(procRoot, "stat"))
+	if err != nil {
+		return time.Time{}, false
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			boot, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return time.Time{}, false
+			}
+			// USER_HZ, the unit of /proc's clock ticks, is 100 on Linux.
+			return time.Unix(boot, 0).Add(time.Duration(ticks) * 10 * time.Millisecond), true
+		}
+	}
+	return time.Time{}, false
+}
+
+// portFreeTimeout bounds how long a stop waits for the stopped app's port to
+// have no listener any more, after the process itself has gone.
+const portFreeTimeout = 5 * time.Second
+
+// waitPortFree waits up to d until nothing listens on port (in this network
+// namespace), and reports whether that happened. A port of 0 is free.
+func waitPortFree(ctx context.Context, port int, d time.Duration) bool {
+	if port <= 0 {
+		return true
+	}
+	deadline := time.Now().Add(d)
+	for {
+		inodes := map[string]bool{}
+		for _, f := range []string{"net/tcp", "net/tcp6"} {
+			_ = listeningInodes(filepath.Join(procRoot, f), port, inodes)
+		}
+		if len(inodes) == 0 {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Terminate sends SIGTERM to pid, waits up to grace for it to exit, then
@@ -145,6 +241,29 @@ func waitGone(ctx context.Context, pid int, d time.Duration) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return true
+}
+
+// Owners names the local processes that listen on addr's port, as
+// "pid 4242 (java)", joined by ", "; "" if none can be seen.
+func (PortStopper) Owners(addr string) string {
+	port := addrPort(addr)
+	if port == 0 {
+		return ""
+	}
+	pids, err := ListenerPIDs(port)
+	if err != nil {
+		return ""
+	}
+	names := make([]string, 0, len(pids))
+	for _, pid := range pids {
+		comm, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "comm"))
+		if err != nil {
+			names = append(names, "pid "+strconv.Itoa(pid))
+			continue
+		}
+		names = append(names, fmt.Sprintf("pid %d (%s)", pid, strings.TrimSpace(string(comm))))
+	}
+	return strings.Join(names, ", ")
 }
 
 // PortStopper stops the local process listening on an app's port, as
@@ -185,6 +304,9 @@ func (PortStopper) Stop(ctx context.Context, addr string, grace time.Duration) (
 		default:
 			parts = append(parts, fmt.Sprintf("pid %d exited %s after SIGTERM", pid, time.Since(t).Round(time.Millisecond)))
 		}
+	}
+	if len(errs) == 0 && !waitPortFree(ctx, port, portFreeTimeout) {
+		parts = append(parts, fmt.Sprintf("port %d still has a listener %s later", port, portFreeTimeout))
 	}
 	return strings.Join(parts, "; "), errors.Join(errs...)
 }

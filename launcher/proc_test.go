@@ -69,6 +69,22 @@ func TestListenerPIDsFindsTheProcess(t *testing.T) {
 	}
 }
 
+// TestPortStopperOwnersNamesTheListener: the message that refuses a deploy
+// onto a taken port names who holds it (issue 13, item 18).
+func TestPortStopperOwnersNamesTheListener(t *testing.T) {
+	pid, port := startListener(t, false)
+	got := PortStopper{}.Owners(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if want := "pid " + strconv.Itoa(pid) + " (python3)"; got != want {
+		t.Errorf("Owners = %q; want %q", got, want)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	free := l.Addr().String()
+	l.Close()
+	if got := (PortStopper{}).Owners(free); got != "" {
+		t.Errorf("Owners of a free port = %q; want \"\"", got)
+	}
+}
+
 func TestListenerPIDsNothingListening(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	port := l.Addr().(*net.TCPAddr).Port

@@ -55,6 +55,10 @@ type SSHConfig struct {
 	Dir string
 	// Env holds extra KEY=VALUE variables for every instance.
 	Env []string
+	// KeepReleases is how many of the newest releases Prune keeps on the
+	// host besides the ones in use; 0 means DefaultKeepReleases, negative
+	// keeps all.
+	KeepReleases int
 	// DialTimeout bounds connecting and the SSH handshake; zero means
 	// DefaultSSHDialTimeout.
 	DialTimeout time.Duration
@@ -409,7 +413,10 @@ func (s *SSH) Start(ctx context.Context, spec Spec) (Instance, error) {
 
 	var b strings.Builder
 	b.WriteString("set -e\n")
-	fmt.Fprintf(&b, "mkdir -p %s\ncd %s\n", shellQuote(path.Dir(logPath)), shellQuote(workDir))
+	// The log is for the login user alone; the umask is the shell's own,
+	// so the app keeps the one it would have had.
+	fmt.Fprintf(&b, "mkdir -p %[1]s\nchmod 700 %[1]s\n(umask 077; : >>%[2]s)\nchmod 600 %[2]s\ncd %[3]s\n",
+		shellQuote(path.Dir(logPath)), shellQuote(logPath), shellQuote(workDir))
 	for _, kv := range append(instanceEnv(spec, artifact), s.cfg.Env...) {
 		k, v, _ := strings.Cut(kv, "=")
 		fmt.Fprintf(&b, "%s=%s; export %s\n", k, shellQuote(v), k)
@@ -440,7 +447,7 @@ func (s *SSH) Start(ctx context.Context, spec Spec) (Instance, error) {
 	inst := &sshInstance{s: s, rec: state.Instance{
 		AppVersion: spec.Version, PID: pid, Host: s.label, Artifact: artifact, Started: time.Now().UTC(),
 		ID: spec.ID, Log: logPath, Launcher: "ssh",
-	}}
+	}, port: spec.Port}
 	s.logger.Info("instance started", "host", s.label, "color", spec.Color, "version", spec.Version, "pid", pid, "log", logPath)
 	return inst, nil
 }
@@ -472,6 +479,13 @@ func putFile(ctx context.Context, sc *sftp.Client, local, remote, id string) (n 
 	if err := sc.MkdirAll(path.Dir(remote)); err != nil {
 		return 0, fmt.Errorf("mkdir %s: %w", path.Dir(remote), err)
 	}
+	// releases/ and releases/VERSION/ are for the login user alone, who
+	// is the app's user (made by an older baton, they were 0755).
+	for _, d := range []string{path.Dir(path.Dir(remote)), path.Dir(remote)} {
+		if err := sc.Chmod(d, 0o700); err != nil {
+			return 0, fmt.Errorf("chmod %s: %w", d, err)
+		}
+	}
 	tmp := path.Join(path.Dir(remote), "."+path.Base(remote)+".tmp-"+id)
 	f, err := sc.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
 	if err != nil {
@@ -488,7 +502,7 @@ func putFile(ctx context.Context, sc *sftp.Client, local, remote, id string) (n 
 	if n, err = f.ReadFrom(in); err != nil {
 		return n, fmt.Errorf("write %s: %w", tmp, err)
 	}
-	if err = f.Chmod(0o755); err != nil {
+	if err = f.Chmod(0o700); err != nil {
 		return n, fmt.Errorf("chmod %s: %w", tmp, err)
 	}
 	if err = f.Close(); err != nil {
@@ -500,6 +514,66 @@ func putFile(ctx context.Context, sc *sftp.Client, local, remote, id string) (n 
 	return n, nil
 }
 
+// Prune removes the releases on the host but the newest KeepReleases (by
+// the time they were installed) and those holding an artifact of inUse,
+// with the logs of the deploys of the removed versions: the same rule as
+// Local.Prune. It returns what it removed, "" if nothing.
+func (s *SSH) Prune(ctx context.Context, inUse []string) (string, error) {
+	keepN := s.cfg.KeepReleases
+	if keepN == 0 {
+		keepN = DefaultKeepReleases
+	}
+	if keepN < 0 {
+		return "", nil
+	}
+	if _, _, err := s.conn(ctx); err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	base := s.base
+	s.mu.Unlock()
+	// ls -t: newest first, by the time the directory last changed (an
+	// install renames the artifact into it).
+	out, err := s.run(ctx, fmt.Sprintf(`cd %s || exit 0
+[ -d releases ] && ls -1t releases
+echo ---
+[ -d logs ] && ls -1 logs
+exit 0
+`, shellQuote(base)))
+	if err != nil {
+		return "", fmt.Errorf("list releases on %s: %w", s.label, err)
+	}
+	rels, logs, _ := strings.Cut(out, "---")
+	kept, removed := pruneChoice(strings.Fields(rels), keepN, path.Join(base, "releases"), inUse, "/")
+	if len(removed) == 0 {
+		return "", nil
+	}
+	gone := pruneLogs(strings.Fields(logs), kept, removed)
+	var b strings.Builder
+	fmt.Fprintf(&b, "cd %s\n", shellQuote(base))
+	for _, v := range removed {
+		fmt.Fprintf(&b, "rm -rf -- %s\n", shellQuote("releases/"+v))
+	}
+	for _, l := range gone {
+		fmt.Fprintf(&b, "rm -f -- %s\n", shellQuote("logs/"+l))
+	}
+	if _, err := s.run(ctx, b.String()); err != nil {
+		return "", fmt.Errorf("remove old releases on %s: %w", s.label, err)
+	}
+	return pruneSummary(removed, len(gone), kept) + " on " + s.label, nil
+}
+
+// CheckReachable resolves the host and opens a TCP connection to its SSH
+// port, without logging in: at start-up it tells a typo in the target, or
+// a host that is down, before the first deploy does.
+func (s *SSH) CheckReachable(ctx context.Context) error {
+	c, err := (&net.Dialer{Timeout: s.cfg.DialTimeout}).DialContext(ctx, "tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("ssh host %s: %w", s.addr, err)
+	}
+	return c.Close()
+}
+
 // Adopt returns a handle on an instance that an earlier baton process
 // started on this launcher's host.
 func (s *SSH) Adopt(rec state.Instance) (Instance, error) {
@@ -509,14 +583,15 @@ func (s *SSH) Adopt(rec state.Instance) (Instance, error) {
 	if rec.PID <= 0 || rec.ID == "" {
 		return nil, fmt.Errorf("%w: record has no pid or id", ErrNotAdoptable)
 	}
-	return &sshInstance{s: s, rec: rec}, nil
+	return &sshInstance{s: s, rec: rec, port: addrPort(rec.Addr)}, nil
 }
 
 // sshInstance is a process on the SSH launcher's host, known by its PID and
 // checked by its BATON_INSTANCE marker before every signal.
 type sshInstance struct {
-	s   *SSH
-	rec state.Instance
+	s    *SSH
+	rec  state.Instance
+	port int // the port it listens on; 0 if not known
 }
 
 func (i *sshInstance) Record() state.Instance { return i.rec }
@@ -524,18 +599,28 @@ func (i *sshInstance) String() string {
 	return "pid " + strconv.Itoa(i.rec.PID) + " on " + i.s.label
 }
 
-// aliveFunc is a shell function: true while the PID runs (not a zombie) and
-// still carries the instance's marker, so that a reused PID is never taken
-// for the instance.
+// aliveFunc is a shell function: true while one of the PID's threads runs
+// (the same rule as Alive: a zombie leader whose other threads still hold
+// the sockets is alive) and still carries the instance's marker, so that a
+// reused PID is never taken for the instance. The marker is read through a
+// running thread: a zombie leader has no environment left. It also defines
+// portfree, true once nothing listens on the instance's port.
 func (i *sshInstance) aliveFunc() string {
 	return fmt.Sprintf(`pid=%d
 alive() {
-	st=$(cat /proc/$pid/stat 2>/dev/null) || return 1
-	st=${st##*') '}
-	case $st in Z*|X*) return 1;; esac
-	tr '\0' '\n' </proc/$pid/environ 2>/dev/null | grep -qxF %s
+	for t in /proc/$pid /proc/$pid/task/*; do
+		st=$(cat $t/stat 2>/dev/null) || continue
+		st=${st##*') '}
+		case $st in Z*|X*) continue;; esac
+		tr '\0' '\n' <$t/environ 2>/dev/null | grep -qxF %s && return 0
+	done
+	return 1
 }
-`, i.rec.PID, shellQuote("BATON_INSTANCE="+i.rec.ID))
+portfree() {
+	[ %d -eq 0 ] && return 0
+	! awk '$4 == "0A" && substr($2, length($2) - 4) == ":%04X" { found = 1 } END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+`, i.rec.PID, shellQuote("BATON_INSTANCE="+i.rec.ID), i.port, i.port)
 }
 
 func (i *sshInstance) Alive(ctx context.Context) (bool, error) {
@@ -596,6 +681,10 @@ while alive; do
 	sleep 0.1; n=$((n+1))
 done
 kill -s KILL -- -$pid 2>/dev/null || true
+# The next instance needs the port: wait (5s at most) for whatever the
+# app left behind to let go of it.
+m=0
+while ! portfree && [ $m -lt 50 ]; do sleep 0.1; m=$((m+1)); done
 echo exited
 `, name, ticks)
 	t := time.Now()

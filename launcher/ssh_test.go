@@ -53,6 +53,13 @@ func TestSSHUploadsStartsAndStopsTheApp(t *testing.T) {
 	if fi, err := os.Stat(wantArtifact); err != nil || fi.Size() != src.Size() || fi.Mode()&0o100 == 0 {
 		t.Errorf("uploaded artifact: %v; want an executable of %d bytes", err, src.Size())
 	}
+	// Nothing the launcher writes on the host is for other users there
+	// (issue 13, item 6): the SSH login user is the app's user.
+	wantMode(t, filepath.Join(remoteDir, "releases"), 0o700, -1)
+	wantMode(t, filepath.Dir(wantArtifact), 0o700, -1)
+	wantMode(t, wantArtifact, 0o700, -1)
+	wantMode(t, filepath.Dir(rec.Log), 0o700, -1)
+	wantMode(t, rec.Log, 0o600, -1)
 	entries, _ := os.ReadDir(filepath.Dir(wantArtifact))
 	if len(entries) != 1 {
 		t.Errorf("release dir holds %d entries; want only the artifact (no temp file left)", len(entries))
@@ -219,5 +226,51 @@ func TestNewSSHReportsEveryProblem(t *testing.T) {
 	}
 	if _, _, err := ParseSSHTarget("deploy@::1"); err == nil {
 		t.Error("ParseSSHTarget accepted an IPv6 address without brackets")
+	}
+}
+
+// TestSSHPruneKeepsTheNewestAndTheOnesInUse: the rule of Local.Prune on an
+// SSH host (issue 13, item 9).
+func TestSSHPruneKeepsTheNewestAndTheOnesInUse(t *testing.T) {
+	srv := sshtest.Start(t)
+	remoteDir := filepath.Join(t.TempDir(), "remote")
+	l := newSSH(t, SSHConfig{Target: srv.Target, KeyFile: srv.UserKeyFile, KnownHosts: srv.KnownHosts,
+		Command: "{artifact} --port {port}", Dir: remoteDir, KeepReleases: 2})
+	old := time.Now().Add(-time.Hour)
+	var artifacts []string
+	for i, v := range []string{"v1", "v2", "v3", "v4"} {
+		a := filepath.Join(remoteDir, "releases", v, "app.jar")
+		if err := os.MkdirAll(filepath.Dir(a), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(a, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(remoteDir, "logs"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(remoteDir, "logs", "green-"+v+"-id.log"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		when := old.Add(time.Duration(i) * time.Minute)
+		if err := os.Chtimes(filepath.Dir(a), when, when); err != nil {
+			t.Fatal(err)
+		}
+		artifacts = append(artifacts, a)
+	}
+	desc, err := l.Prune(context.Background(), []string{artifacts[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, d := range []string{"releases", "logs"} {
+		entries, _ := os.ReadDir(filepath.Join(remoteDir, d))
+		for _, e := range entries {
+			left = append(left, d+"/"+e.Name())
+		}
+	}
+	want := "releases/v1 releases/v3 releases/v4 logs/green-v1-id.log logs/green-v3-id.log logs/green-v4-id.log"
+	if got := strings.Join(left, " "); got != want {
+		t.Errorf("left on the host: %s; want %s (prune said %q)", got, want, desc)
 	}
 }

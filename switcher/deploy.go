@@ -7,6 +7,7 @@ import (
 	"net"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -75,6 +76,44 @@ type Process interface {
 	// launcher could not tell.
 	Alive(ctx context.Context) (bool, error)
 	String() string
+}
+
+// Pruner is an optional interface of a Launcher: Prune removes old
+// releases and their logs, keeping those of inUse (artifact paths as the
+// instances' records give them) and a number of the newest. It returns
+// what it removed, "" if nothing.
+type Pruner interface {
+	Prune(ctx context.Context, inUse []string) (string, error)
+}
+
+// prune lets l remove old releases after a deploy, keeping the live and
+// the previous instances' ones. A failure is logged and reported as a
+// step; it does not fail the deploy.
+func (s *Switcher) prune(ctx context.Context, l Launcher, ev stepFunc) {
+	p, ok := l.(Pruner)
+	if !ok {
+		return
+	}
+	var inUse []string
+	s.mu.Lock()
+	for _, inst := range s.st.Instances {
+		if inst.Artifact != "" {
+			inUse = append(inUse, inst.Artifact)
+		}
+	}
+	if prev := s.st.Previous; prev != nil && prev.Instance != nil && prev.Instance.Artifact != "" {
+		inUse = append(inUse, prev.Instance.Artifact)
+	}
+	s.mu.Unlock()
+	t := time.Now()
+	desc, err := p.Prune(ctx, inUse)
+	if err != nil {
+		s.logger.Warn("could not remove old releases", "err", err)
+		desc = strings.TrimPrefix(desc+"; ", "; ") + "could not remove every old release: " + err.Error()
+	}
+	if desc != "" {
+		ev("prune", desc, time.Since(t))
+	}
 }
 
 // launchState is the Switcher's view of the instances baton launched. It is
@@ -245,6 +284,7 @@ func (s *Switcher) runDeploy(ctx context.Context, kind string, l Launcher, req D
 	if res.Stopped, err = s.settle(ctx, kind, req.Version, &res.Result, req.Watch, nil, exit, ev); err != nil {
 		return fail(err)
 	}
+	s.prune(ctx, l, ev)
 	res.Duration = time.Since(started)
 	s.record(kind, req.Version, &res.Result, started, nil)
 	s.cfg.Observer.DeployDone(res.Result, nil)
@@ -340,7 +380,13 @@ func (s *Switcher) clearIdle(ctx context.Context, c Color, ev stepFunc) error {
 	conn, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
 	if err == nil {
 		conn.Close()
-		return fmt.Errorf("%w: %s (%s) is already in use by a process baton did not start; stop it, or use 'baton switch' to move traffic to it", ErrInvalid, c, addr)
+		who := "a process"
+		if po, ok := s.stopper.(PortOwners); ok {
+			if o := po.Owners(addr); o != "" {
+				who = o + ", a process"
+			}
+		}
+		return fmt.Errorf("%w: %s (%s) is already in use by %s baton did not start; stop it, or use 'baton switch' to move traffic to it", ErrPortInUse, c, addr, who)
 	}
 	return nil
 }

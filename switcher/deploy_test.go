@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -238,9 +239,15 @@ func TestDeployRefusesWhatItCannotDo(t *testing.T) {
 	}
 	// Something baton did not start already listens on the idle colour: a
 	// health check would pass against it, so the deploy must not go on.
+	// The refusal names the process that holds the port (issue 13, item
+	// 18) and is a conflict, not an "invalid request".
+	f.stopper.owners = "pid 4242 (java)"
 	_, err := f.sw.Deploy(context.Background(), DeployRequest{Version: "v2"}, nil)
-	if !strings.Contains(err.Error(), "already in use by a process baton did not start") || len(l.specs) != 0 {
-		t.Errorf("deploy onto a busy port: %v, %d launches; want a refusal before any launch", err, len(l.specs))
+	if err == nil || !strings.Contains(err.Error(), "already in use by pid 4242 (java), a process baton did not start") || len(l.specs) != 0 {
+		t.Errorf("deploy onto a busy port: %v, %d launches; want a refusal naming pid 4242 before any launch", err, len(l.specs))
+	}
+	if !errors.Is(err, ErrPortInUse) || errors.Is(err, ErrInvalid) {
+		t.Errorf("deploy onto a busy port: %v; want ErrPortInUse, not ErrInvalid", err)
 	}
 
 	// A deploy during another operation is refused with ErrBusy.
@@ -277,5 +284,55 @@ func TestSetLauncherAdoptsRecordedInstances(t *testing.T) {
 	}
 	if st, _ := f.store.Load(); len(st.Instances) != 0 {
 		t.Errorf("instances after the stop: %+v", st.Instances)
+	}
+}
+
+// pruningLauncher is a fakeLauncher that also prunes, as launcher.Local does.
+type pruningLauncher struct {
+	*fakeLauncher
+	inUse [][]string
+}
+
+func (l *pruningLauncher) Prune(ctx context.Context, inUse []string) (string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.inUse = append(l.inUse, inUse)
+	return "removed 1 old release(s) (v0)", nil
+}
+
+// TestDeployPrunesOldReleases is issue 13, item 9: after a deploy, the
+// launcher removes old releases, told which ones are in use: the new live
+// one and the previous one that a rollback would start again.
+func TestDeployPrunesOldReleases(t *testing.T) {
+	blue := newHealthApp(t, 200)
+	green := newLazyApp(t)
+	f := newFixture(t, blue.addr(), green.addr, Config{})
+	started := newFakeProcess(200, "v2")
+	started.rec.Artifact = "/state/releases/v2/app.jar"
+	l := &pruningLauncher{fakeLauncher: &fakeLauncher{next: func(spec LaunchSpec) (*fakeProcess, error) {
+		green.serve(t, 200)
+		return started, nil
+	}}}
+	f.sw.SetLauncher(l)
+	old := newFakeProcess(100, "v1")
+	old.rec.Artifact = "/state/releases/v1/app.jar"
+	f.sw.remember(Blue, old)
+
+	var msgs []string
+	if _, err := f.sw.Deploy(context.Background(), DeployRequest{Version: "v2", Artifact: "/tmp/app.jar"}, func(e Event) {
+		msgs = append(msgs, e.Step+": "+e.Message)
+	}); err != nil {
+		t.Fatalf("Deploy: %v", err)
+	}
+	if len(l.inUse) != 1 {
+		t.Fatalf("Prune called %d times; want once", len(l.inUse))
+	}
+	got := l.inUse[0]
+	slices.Sort(got)
+	if want := []string{"/state/releases/v1/app.jar", "/state/releases/v2/app.jar"}; !slices.Equal(got, want) {
+		t.Errorf("Prune told %q are in use; want %q", got, want)
+	}
+	if !slices.Contains(msgs, "prune: removed 1 old release(s) (v0)") {
+		t.Errorf("steps %q; want a prune step", msgs)
 	}
 }

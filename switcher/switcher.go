@@ -62,6 +62,9 @@ var (
 	// read-only file system). An operation that cannot record itself
 	// before it starts is refused.
 	ErrState = errors.New("cannot save state")
+	// ErrPortInUse: a process baton did not start listens on the colour
+	// a deploy would launch on.
+	ErrPortInUse = errors.New("port in use")
 )
 
 // Router moves traffic between colours. Route must take effect for the next
@@ -97,6 +100,13 @@ type Prober interface {
 // then a forced kill. It returns a short description of what it did.
 type Stopper interface {
 	Stop(ctx context.Context, addr string, grace time.Duration) (string, error)
+}
+
+// PortOwners is an optional interface of a Stopper: Owners names the
+// processes that listen on addr (e.g. "pid 4242 (java)"), or returns "" if
+// it cannot tell. A deploy refused because the port is taken names them.
+type PortOwners interface {
+	Owners(addr string) string
 }
 
 // Store persists baton's state.
@@ -148,8 +158,8 @@ type Event struct {
 	Time time.Time `json:"time"`
 	// Step is one of start, health, swap, persist, drain, close_idle, stop,
 	// done, failed; a deploy adds prepare, install, launch, swap_back (its
-	// new instance died after the swap and the old one is live again) and
-	// log; a rollback adds plan; a canary rollout adds canary (a share
+	// new instance died after the swap and the old one is live again), log
+	// and prune (old releases removed); a rollback adds plan; a canary rollout adds canary (a share
 	// change or a note of the judge), judge (its failing look), abort and
 	// promote; a watch adds watch, judge and rollback (and the admin API an
 	// artifact step before start).

@@ -51,7 +51,11 @@ type fakeStopper struct {
 	// routerInFlight, if set, is checked at stop time: a stop before the
 	// drain finished would drop requests.
 	check func()
+	// owners is what Owners answers for any address.
+	owners string
 }
+
+func (s *fakeStopper) Owners(addr string) string { return s.owners }
 
 func (s *fakeStopper) Stop(ctx context.Context, addr string, grace time.Duration) (string, error) {
 	if s.check != nil {

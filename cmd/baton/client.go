@@ -579,6 +579,9 @@ func printStatus(w io.Writer, st admin.StatusResponse, now time.Time) {
 			fmt.Fprintf(w, "%s answered %d of %d request(s) with 5xx since %s\n", u.Color, tr.Status5xx, tr.Requests, tr.Since.Local().Format("15:04:05"))
 		}
 	}
+	for _, warning := range st.Warnings {
+		fmt.Fprintf(w, "\nWARNING: %s\n", warning)
+	}
 	if st.StateError != "" {
 		fmt.Fprintf(w, "\nSTATE NOT SAVED: %s\n(a restart of baton now would forget what changed since the last save)\n", st.StateError)
 	}

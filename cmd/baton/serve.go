@@ -260,7 +260,8 @@ func serve(ctx context.Context, cfg serveConfig, args []string, startedTopLevel 
 	if cfg.ConfigFile != "" {
 		reload = &configReloader{args: args, started: startedTopLevel, reg: reg, store: store, logger: logger}
 	}
-	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger, Metrics: obs.metrics.Handler(), Upgrade: admUpgrade, Reload: reload},
+	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger, Metrics: obs.metrics.Handler(), Upgrade: admUpgrade, Reload: reload,
+		Warnings: func() []string { return warnings(reg) }},
 		adminServices{reg: reg, stateDir: store.Dir()}).NewHTTPServer()
 
 	monitorCtx, stopMonitor := context.WithCancel(context.WithoutCancel(ctx))

@@ -207,6 +207,7 @@ func eachError(err error, fn func(error)) {
 func (sc serviceConfig) spec() registry.Spec {
 	settings := sc
 	settings.Hosts, settings.PathPrefix, settings.StripPrefix = nil, "", false
+	settings.Launch.warnings = nil // what a running service found, not a setting
 	return registry.Spec{Name: sc.Name, Hosts: sc.Hosts, PathPrefix: sc.PathPrefix, StripPrefix: sc.StripPrefix, Settings: settings}
 }
 
@@ -262,6 +263,7 @@ type serviceEnv struct {
 func (e *serviceEnv) build(spec registry.Spec) (*service, error) {
 	sc := spec.Settings.(serviceConfig)
 	sc.Hosts, sc.PathPrefix, sc.StripPrefix = spec.Hosts, spec.PathPrefix, spec.StripPrefix
+	sc.Launch.warnings = &warnList{}
 	logger := e.logger
 	if sc.Name != state.DefaultService {
 		logger = logger.With("service", sc.Name)
@@ -300,6 +302,21 @@ func (e *serviceEnv) build(spec registry.Spec) (*service, error) {
 	monitorCtx, stopMonitor := context.WithCancel(context.WithoutCancel(e.ctx))
 	go sw.Monitor(monitorCtx)
 	return &service{cfg: sc, h: h, rt: rt, sw: sw, stopMonitor: stopMonitor, closeLaunch: closeLaunch}, nil
+}
+
+// warnings returns what the checks at start found on every service, each
+// named by its service but for the default one.
+func warnings(reg *registry.Registry[*service]) []string {
+	var out []string
+	for _, e := range reg.List() {
+		for _, w := range e.Service.cfg.Launch.warnings.Warnings() {
+			if e.Spec.Name != state.DefaultService {
+				w = "service " + e.Spec.Name + ": " + w
+			}
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // inFlight returns the requests in flight on every service.
