@@ -258,7 +258,7 @@ func serve(ctx context.Context, cfg serveConfig, args []string, startedTopLevel 
 	}
 	var reload admin.Reloader
 	if cfg.ConfigFile != "" {
-		reload = &configReloader{args: args, started: startedTopLevel, reg: reg, store: store, logger: logger}
+		reload = &configReloader{args: args, started: startedTopLevel, reg: reg, store: store}
 	}
 	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger, Metrics: obs.metrics.Handler(), Upgrade: admUpgrade, Reload: reload,
 		Warnings: func() []string { return warnings(reg) }},

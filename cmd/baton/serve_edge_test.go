@@ -143,11 +143,19 @@ type runningBaton struct {
 // until the test ends.
 func startServe(t *testing.T, blue, green *edgeApp, args ...string) *runningBaton {
 	t.Helper()
-	all := append([]string{
-		"--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--blue", blue.addr(), "--green", green.addr(),
-		"--state-dir", t.TempDir(), "--no-stop", "--health-passes", "1", "--health-interval", "20ms",
-		"--shutdown-grace", "2s",
-	}, args...)
+	return startServeArgs(t, append([]string{"--blue", blue.addr(), "--green", green.addr(),
+		"--no-stop", "--health-passes", "1", "--health-interval", "20ms"}, args...)...)
+}
+
+// startServeArgs runs serve with the given flags, plus loopback listeners
+// on free ports and a temporary state directory (unless args name one).
+func startServeArgs(t *testing.T, args ...string) *runningBaton {
+	t.Helper()
+	base := []string{"--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--shutdown-grace", "2s"}
+	if !slices.Contains(args, "--state-dir") {
+		base = append(base, "--state-dir", t.TempDir())
+	}
+	all := append(base, args...)
 	if (slices.Contains(args, "--tls-cert") || slices.Contains(args, "--domain")) && !slices.Contains(args, "--https") {
 		all = append(all, "--https", "127.0.0.1:0")
 	}

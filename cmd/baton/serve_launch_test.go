@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -28,7 +29,7 @@ func parseServe(args ...string) (serveConfig, error) {
 	if err := parseFlags(fs, args); err != nil {
 		return cfg, err
 	}
-	return cfg, cfg.validate()
+	return cfg, errors.Join(cfg.validate(), cfg.serviceConfig.validate())
 }
 
 // TestServeLaunchFlags is issue 13, item 11: a --run template that would

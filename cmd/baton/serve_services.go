@@ -103,10 +103,33 @@ func serviceConfigs(args []string, cfg *serveConfig, file *config.File) ([]servi
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	if err := checkRoutes(file, out); err != nil {
+	if err := errors.Join(checkRoutes(file, out), checkAddrs(file, out)); err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// checkAddrs refuses two services (or two colours) on one app address:
+// their deploys would stop each other's apps.
+func checkAddrs(file *config.File, scs []serviceConfig) error {
+	type owner struct{ service, color string }
+	seen := map[string]owner{}
+	var errs []error
+	for i, sc := range scs {
+		for _, c := range []owner{{sc.Name, "blue"}, {sc.Name, "green"}} {
+			addr := sc.Blue
+			if c.color == "green" {
+				addr = sc.Green
+			}
+			if prev, dup := seen[addr]; dup && prev.service != sc.Name {
+				errs = append(errs, config.Errorf(file.Path, file.Services[i].Line, "service %s: %s %s is also service %s's %s; each service needs apps of its own",
+					sc.Name, c.color, addr, prev.service, prev.color))
+				continue
+			}
+			seen[addr] = c
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // serviceConfigOf parses one service's entry.
@@ -393,7 +416,6 @@ type configReloader struct {
 	started map[string]string // topLevel at start
 	reg     *registry.Registry[*service]
 	store   *state.Store
-	logger  *slog.Logger
 	mu      sync.Mutex // one reload at a time
 }
 
@@ -436,7 +458,6 @@ func (r *configReloader) Reload(ctx context.Context) (admin.ReloadReport, error)
 		}
 		out.Removed = append(out.Removed, rm)
 	}
-	r.logger.Info("reloaded the config file", "file", cfg.ConfigFile, "summary", out.Message())
 	return out, nil
 }
 
