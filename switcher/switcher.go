@@ -88,6 +88,21 @@ type Traffic struct {
 	Status5xx uint64 `json:"status_5xx"`
 }
 
+// StreamEnder is an optional interface of a Router: EndStreams ends the
+// long-lived streams (WebSockets, server-sent events) still open on colour
+// c cleanly, at a frame boundary, and returns how many it ended once all
+// have or ctx is done. The drain calls it when its deadline has passed,
+// before the old app is signalled, so that those clients see a clean end
+// (and reconnect to the live colour) rather than a broken connection.
+type StreamEnder interface {
+	EndStreams(ctx context.Context, c Color) int
+}
+
+// StreamEndTimeout bounds how long, after the drain deadline, ending the
+// old colour's streams may take: a stream whose app is in the middle of a
+// frame ends when that frame is complete.
+const StreamEndTimeout = 5 * time.Second
+
 // Prober runs one health check against the app at addr.
 type Prober interface {
 	Check(ctx context.Context, addr string) error
@@ -605,6 +620,7 @@ func (s *Switcher) waitHealthy(ctx context.Context, c Color, ev func(string, str
 // reporting progress each second. It returns how many were left, and
 // whether it stopped early because abort was closed (a nil abort never is).
 func (s *Switcher) drain(ctx context.Context, c Color, ev stepFunc, abort <-chan struct{}) (left int64, aborted bool) {
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DrainTimeout)
 	defer cancel()
 	poll := time.NewTicker(5 * time.Millisecond)
@@ -621,11 +637,28 @@ func (s *Switcher) drain(ctx context.Context, c Color, ev stepFunc, abort <-chan
 		}
 		select {
 		case <-ctx.Done():
-			return s.router.InFlight(c), false
+			left := s.router.InFlight(c)
+			s.endStreams(parent, c, ev)
+			return left, false
 		case <-abort:
 			return s.router.InFlight(c), true
 		case <-poll.C:
 		}
+	}
+}
+
+// endStreams ends c's long-lived streams, if the router can, once the
+// drain deadline has passed, and reports how many it ended.
+func (s *Switcher) endStreams(ctx context.Context, c Color, ev stepFunc) {
+	se, ok := s.router.(StreamEnder)
+	if !ok {
+		return
+	}
+	t := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, StreamEndTimeout)
+	defer cancel()
+	if n := se.EndStreams(ctx, c); n > 0 {
+		ev("drain", fmt.Sprintf("drain deadline %s passed: ended %d WebSocket or event stream(s) on %s (close 1001 going away, end of stream)", s.cfg.DrainTimeout, n, c), time.Since(t))
 	}
 }
 
