@@ -286,7 +286,28 @@ func New(ctx context.Context, cfg Config, router Router, prober Prober, stopper 
 	}
 	router.Route(s.live)
 	cfg.Observer.Live(s.live, s.appVersion(s.live))
+	if o, ok := cfg.Observer.(LastSwitchObserver); ok {
+		if res, finished, ok := lastSwitch(s.st.History); ok {
+			o.LastSwitch(res, finished)
+		}
+	}
 	return s, nil
+}
+
+// lastSwitch returns the last successful operation of history (each one
+// moved traffic) as a Result, and when it finished.
+func lastSwitch(history []state.Deploy) (Result, time.Time, bool) {
+	for i := len(history) - 1; i >= 0; i-- {
+		d := history[i]
+		if !d.OK {
+			continue
+		}
+		from, _ := ParseColor(d.From) // Load validated them
+		to, _ := ParseColor(d.To)
+		return Result{ID: d.ID, From: from, To: to, Duration: d.Duration, Drained: d.Drained,
+			Abandoned: d.Abandoned, DrainDuration: d.DrainDuration}, d.Started.Add(d.Duration), true
+	}
+	return Result{}, time.Time{}, false
 }
 
 // recoverInterrupted records the operation that the state says was running
@@ -669,6 +690,7 @@ func (s *Switcher) record(kind, version string, res *Result, started time.Time, 
 	d := state.Deploy{
 		ID: res.ID, Kind: kind, Version: version, From: res.From.String(), To: res.To.String(),
 		Started: started.UTC(), Duration: time.Since(started), OK: err == nil, Drained: res.Drained,
+		DrainDuration: res.DrainDuration, Abandoned: res.Abandoned,
 	}
 	if err != nil {
 		d.Error = err.Error()
