@@ -185,10 +185,10 @@ type streamFrontEnd struct {
 	u    *Upstream
 }
 
-// bothFrontEnds starts, around the app at appAddr, a FastServer (with a
+// streamFrontEnds starts, around the app at appAddr, a FastServer (with a
 // net/http Fallback, as baton runs it) and a plain net/http server, each
 // with a Handler and an Upstream of its own.
-func bothFrontEnds(t *testing.T, appAddr string) []streamFrontEnd {
+func streamFrontEnds(t *testing.T, appAddr string) []streamFrontEnd {
 	t.Helper()
 	var out []streamFrontEnd
 	for _, name := range []string{"fast path", "net/http"} {
@@ -205,7 +205,7 @@ func bothFrontEnds(t *testing.T, appAddr string) []streamFrontEnd {
 		}
 		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 		if name == "fast path" {
-			fast := &FastServer{Handler: h, Fallback: srv}
+			fast := &FastServer{Router: SingleRoute(h), Fallback: srv}
 			go fast.Serve(ln)
 			t.Cleanup(func() { ln.Close(); srv.Close(); fast.Close() })
 		} else {
@@ -307,7 +307,7 @@ func TestEndStreamsSendsWebSocketGoingAway(t *testing.T) {
 // bothFrontEndsOne returns the front end called name around appAddr.
 func bothFrontEndsOne(t *testing.T, appAddr, name string) streamFrontEnd {
 	t.Helper()
-	for _, fe := range bothFrontEnds(t, appAddr) {
+	for _, fe := range streamFrontEnds(t, appAddr) {
 		if fe.name == name {
 			return fe
 		}
