@@ -4,7 +4,6 @@ go 1.26.8
 
 require (
 	github.com/caddyserver/certmagic v0.25.6
-	github.com/cloudflare/tableflip v1.2.3
 	github.com/mholt/acmez/v3 v3.1.7
 	github.com/miekg/dns v1.1.73
 	github.com/pkg/sftp v1.13.12

@@ -91,7 +91,7 @@ func waitGone(t *testing.T, pid int, within time.Duration) {
 	deadline := time.Now().Add(within)
 	for launcher.Alive(pid) {
 		if time.Now().After(deadline) {
-			t.Fatalf("old baton pid %d still running after %s", pid, within)
+			t.Fatalf("pid %d still running after %s", pid, within)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -195,7 +195,7 @@ func TestUpgradeToBrokenBinaryKeepsServing(t *testing.T) {
 	b := newBaton(t)
 	app := startApp(t, b.blue, "v1")
 	waitListening(t, app, 10*time.Second)
-	upgradeBaton(t, b, installed, "--upgrade-timeout", "1s")
+	_, logPath := upgradeBaton(t, b, installed, "--upgrade-timeout", "1s")
 	before, _ := b.status()
 
 	for name, script := range map[string]string{
@@ -218,6 +218,11 @@ func TestUpgradeToBrokenBinaryKeepsServing(t *testing.T) {
 		if code, _, v := get(t, b.http, "/"); code != 200 || v != "v1" {
 			t.Fatalf("%s: after a failed upgrade GET / = %d from %q", name, code, v)
 		}
+	}
+	// Each failure has its error line in baton's own log, not only in the CLI.
+	log, _ := os.ReadFile(logPath)
+	if n := strings.Count(string(log), `level=ERROR msg="upgrade failed; this baton keeps serving"`); n != 3 {
+		t.Errorf("baton's log has %d error lines for 3 failed upgrades:\n%s", n, log)
 	}
 	// A deploy/switch is possible again: the failed upgrade released the lock.
 	if out, code := b.cli("switch", "--to", "blue"); code != 1 || !strings.Contains(out, "already live") {
@@ -328,5 +333,69 @@ func TestUpgradeKeepsStreamsOnTheOldProcess(t *testing.T) {
 	waitGone(t, before.PID, 5*time.Second)
 	if st, err := b.status(); err != nil || st.BatonVersion != "stream-b" {
 		t.Fatalf("after upgrade: %+v, %v", st, err)
+	}
+}
+
+// TestUpgradeKillsTheNewBinarysChildren (issue 13, items 12 and 13): a new
+// binary that is a shell wrapper whose child never becomes ready is killed
+// with its whole process group at the upgrade timeout, so nothing keeps
+// the inherited listening sockets: the old baton keeps serving, and once it
+// has stopped its ports can be bound again. baton's own log says why the
+// upgrade failed.
+func TestUpgradeKillsTheNewBinarysChildren(t *testing.T) {
+	dir := t.TempDir()
+	installed := filepath.Join(dir, "baton")
+	install(t, batonBin, installed)
+	b := newBaton(t)
+	app := startApp(t, b.blue, "v1")
+	waitListening(t, app, 10*time.Second)
+	cmd, logPath := upgradeBaton(t, b, installed, "--upgrade-timeout", "1s")
+	before, _ := b.status()
+
+	// The wrapper does not exec: its sleep child inherits every socket.
+	sleepPID := filepath.Join(dir, "sleep.pid")
+	script := "#!/bin/sh\nsleep 30 &\necho $! > " + sleepPID + "\nwait\n"
+	if err := os.WriteFile(installed+".new", []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(installed+".new", installed); err != nil {
+		t.Fatal(err)
+	}
+	out, code := b.cli("upgrade")
+	if code != 1 || !strings.Contains(out, "timed out") {
+		t.Fatalf("upgrade exited %d; want 1, timed out:\n%s", code, out)
+	}
+	b2, err := os.ReadFile(sleepPID)
+	if err != nil {
+		t.Fatalf("the wrapper did not start its child: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	waitGone(t, pid, 5*time.Second)
+
+	if code, _, v := get(t, b.http, "/"); code != 200 || v != "v1" {
+		t.Fatalf("after the failed upgrade GET / = %d from %q", code, v)
+	}
+	st, err := b.status()
+	if err != nil || st.PID != before.PID {
+		t.Fatalf("after the failed upgrade status %+v, %v; want the old baton", st, err)
+	}
+	log, _ := os.ReadFile(logPath)
+	if !strings.Contains(string(log), "upgrade failed") || !strings.Contains(string(log), "timed out") {
+		t.Errorf("baton's log has no error line for the failed upgrade:\n%s", log)
+	}
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	waitGone(t, before.PID, 10*time.Second)
+	for _, addr := range []string{b.http, b.admin} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("after baton stopped, %s cannot be bound: %v", addr, err)
+			continue
+		}
+		ln.Close()
 	}
 }

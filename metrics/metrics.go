@@ -107,8 +107,9 @@ type Metrics struct {
 }
 
 var (
-	_ proxy.Observer    = (*Metrics)(nil)
-	_ switcher.Observer = (*Metrics)(nil)
+	_ proxy.Observer              = (*Metrics)(nil)
+	_ switcher.Observer           = (*Metrics)(nil)
+	_ switcher.LastSwitchObserver = (*Metrics)(nil)
 )
 
 // New returns Metrics registered on a new registry, with the Go and process
@@ -175,7 +176,7 @@ func New(opts Options) *Metrics {
 	})
 	m.lastSwitch = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "baton_last_switch_timestamp_seconds",
-		Help: "Unix time at which the last successful switch finished; 0 if none since baton started.",
+		Help: "Unix time at which the last successful switch finished (restored from the state file at start-up); 0 if none is recorded.",
 	})
 	m.reg.MustRegister(buildInfo, m.durVec, healthVec, healthDurVec, m.switches, m.deploys,
 		m.lastDrain, m.lastDrained, m.lastAbandoned, m.lastDuration, m.lastSwitch, (*hotCollector)(m))
@@ -282,6 +283,16 @@ func (m *Metrics) SwitchDone(res switcher.Result, err error) {
 	m.lastAbandoned.Set(float64(res.Abandoned))
 	m.lastDuration.Set(res.Duration.Seconds())
 	m.lastSwitch.SetToCurrentTime()
+}
+
+// LastSwitch implements switcher.LastSwitchObserver: a restarted baton
+// exports the last switch's gauges from the state file.
+func (m *Metrics) LastSwitch(res switcher.Result, finished time.Time) {
+	m.lastDrain.Set(res.DrainDuration.Seconds())
+	m.lastDrained.Set(float64(res.Drained))
+	m.lastAbandoned.Set(float64(res.Abandoned))
+	m.lastDuration.Set(res.Duration.Seconds())
+	m.lastSwitch.Set(float64(finished.UnixNano()) / 1e9)
 }
 
 // DeployDone implements switcher.Observer.

@@ -53,6 +53,8 @@ type stack struct {
 	rt     *router
 	sw     *switcher.Switcher
 	public *httptest.Server
+	store  *state.Store
+	cfg    switcher.Config
 }
 
 func newStack(t *testing.T, opts metrics.Options, popts proxy.Options, blueAddr string) *stack {
@@ -76,7 +78,7 @@ func newStack(t *testing.T, opts metrics.Options, popts proxy.Options, blueAddr 
 		t.Fatal(err)
 	}
 
-	s := &stack{m: metrics.New(opts)}
+	s := &stack{m: metrics.New(opts), store: store}
 	popts.Observer = s.m
 	h := proxy.NewHandler(popts)
 	s.rt = &router{h: h}
@@ -88,12 +90,13 @@ func newStack(t *testing.T, opts metrics.Options, popts proxy.Options, blueAddr 
 		s.rt.ups[c] = u
 		s.m.Track(switcher.Color(c), u)
 	}
-	s.sw, err = switcher.New(t.Context(), switcher.Config{
+	s.cfg = switcher.Config{
 		Addrs:          [2]string{blueAddr, greenAddr},
 		HealthInterval: 10 * time.Millisecond,
 		DrainTimeout:   5 * time.Second,
 		Observer:       s.m,
-	}, s.rt, health.New("", time.Second), nopStopper{}, store, nil)
+	}
+	s.sw, err = switcher.New(t.Context(), s.cfg, s.rt, health.New("", time.Second), nopStopper{}, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,5 +482,68 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRollbackIsCounted (issue 13, item 19): 'baton rollback' moves traffic
+// back to the old version, so baton_rollbacks_total counts it, as an
+// operator's command.
+func TestRollbackIsCounted(t *testing.T) {
+	s := newStack(t, metrics.Options{NoRuntimeCollectors: true}, proxy.Options{}, "")
+	// Apps baton did not launch: a rollback switches back to blue, which
+	// keeps running (nopStopper).
+	if err := s.store.Save(state.State{Live: "blue"}); err != nil {
+		t.Fatal(err)
+	}
+	sw, err := switcher.New(t.Context(), s.cfg, s.rt, health.New("", time.Second), nopStopper{}, s.store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sw.Switch(t.Context(), switcher.SwitchRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	want(t, scrape(t, s.m), 0, "baton_rollbacks_total", "reason", switcher.ReasonCommand)
+	if _, err := sw.Rollback(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	want(t, scrape(t, s.m), 1, "baton_rollbacks_total", "reason", switcher.ReasonCommand)
+}
+
+// TestLastSwitchRestoredAfterRestart (issue 13, item 19): a restarted (or
+// upgraded) baton exports the baton_last_switch_* gauges of the last switch
+// from the state file, not zeros that a dashboard takes for a new switch.
+func TestLastSwitchRestoredAfterRestart(t *testing.T) {
+	s := newStack(t, metrics.Options{NoRuntimeCollectors: true}, proxy.Options{}, "")
+	if _, err := s.sw.Switch(t.Context(), switcher.SwitchRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	before := scrape(t, s.m)
+	names := []string{"baton_last_switch_timestamp_seconds", "baton_last_switch_duration_seconds",
+		"baton_last_switch_drain_seconds", "baton_last_switch_drained_requests", "baton_last_switch_abandoned_requests"}
+
+	// The next baton: a new Metrics and Switcher on the same state file.
+	m := metrics.New(metrics.Options{NoRuntimeCollectors: true})
+	cfg := s.cfg
+	cfg.Observer = m
+	if _, err := switcher.New(t.Context(), cfg, s.rt, health.New("", time.Second), nopStopper{}, s.store, nil); err != nil {
+		t.Fatal(err)
+	}
+	after := scrape(t, m)
+	for _, name := range names {
+		b, _ := value(t, before, name)
+		a, ok := value(t, after, name)
+		if !ok {
+			t.Errorf("%s: not exported after the restart", name)
+			continue
+		}
+		// The state keeps durations in nanoseconds and times to the
+		// nanosecond; the gauge the old baton set came from its own
+		// clock a moment later.
+		if d := a - b; d < -0.01 || d > 0.01 {
+			t.Errorf("%s = %v after the restart; want %v as before", name, a, b)
+		}
+	}
+	if ts, _ := value(t, after, "baton_last_switch_timestamp_seconds"); ts == 0 {
+		t.Error("baton_last_switch_timestamp_seconds is 0 after the restart")
 	}
 }

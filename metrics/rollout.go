@@ -35,7 +35,7 @@ func newRolloutMetrics(reg prometheus.Registerer) rolloutMetrics {
 		}, []string{"result"}),
 		rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "baton_rollbacks_total",
-			Help: "Times traffic went back to the old version during a canary or a watch, by reason (error_rate, latency, exited, command).",
+			Help: "Times traffic went back to the old version: during a canary or a watch, by reason (error_rate, latency, exited, command), and by 'baton rollback' (command).",
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.canaryPercent, m.rollouts, m.rollbacks)

@@ -917,12 +917,18 @@ func (c *fastConn) relay(u *Upstream, uc *upConn, inBuf int, bodyDone chan error
 	uc.br.Discard(inBuf)
 
 	var err error
+	ended := false // EndStreams ended the answer: the app's connection goes
 	switch {
 	case bodyless:
 	case resp.chunked:
 		bufp := copyBufs.Get().(*[copyBufSize]byte)
-		err = copyChunked(c.bw, uc.br, bufp[:], c.bw.Flush)
+		src, st := c.endableBody(u, uc)
+		err = copyChunked(c.bw, src, bufp[:], c.bw.Flush)
 		copyBufs.Put(bufp)
+		if st != nil {
+			ended = st.ended.Load()
+			st.finish()
+		}
 	case resp.contentLength >= 0:
 		bufp := copyBufs.Get().(*[copyBufSize]byte)
 		err = copyN(c.bw, uc.br, resp.contentLength, bufp[:], c.bw.Flush)
@@ -933,7 +939,7 @@ func (c *fastConn) relay(u *Upstream, uc *upConn, inBuf int, bodyDone chan error
 	if err == nil {
 		err = c.bw.Flush()
 	}
-	upKeep := err == nil && !resp.close && !toEOF
+	upKeep := err == nil && !resp.close && !toEOF && !ended
 	bodyOK := true
 	if bodyDone != nil {
 		if bodyOK = c.waitBody(bodyDone, uc) == nil; !bodyOK {

@@ -55,6 +55,7 @@ type transport struct {
 	dialer      net.Dialer
 	idleTimeout time.Duration
 	maxIdle     int
+	streams     *streamSet // where WebSockets and event streams register; nil for none
 
 	mu      sync.Mutex
 	idle    []*upConn // most recently used last
@@ -599,10 +600,16 @@ func (c *upConn) readResponse(req *http.Request) (*http.Response, error) {
 		code := resp.StatusCode
 		if code == http.StatusSwitchingProtocols {
 			resp.Body = &upgradedConn{c: c}
+			if c.t.streams != nil && isWebSocket(resp.Header.Get("Upgrade")) {
+				resp.Body = c.t.streams.webSocket(resp.Body.(io.ReadWriteCloser), c.nc)
+			}
 			return resp, nil
 		}
 		if code >= 200 || code < 100 {
 			c.attachBody(resp)
+			if c.t.streams != nil && resp.ContentLength < 0 && resp.Body != http.NoBody && isEventStream(resp.Header.Get("Content-Type")) {
+				resp.Body = c.t.streams.eventStream(resp.Body, c.nc)
+			}
 			return resp, nil
 		}
 		if n == max1xx {

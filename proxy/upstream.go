@@ -34,6 +34,7 @@ type Upstream struct {
 	proxy     *httputil.ReverseProxy // set by the first Handler.Route
 	inFlight  atomic.Int64
 	served    atomic.Uint64
+	streams   streamSet // WebSockets and event streams open on u: see streamend.go
 }
 
 // NewUpstream returns an Upstream named name (used in logs and error bodies)
@@ -46,12 +47,14 @@ func NewUpstream(name, addr string) (*Upstream, error) {
 	if host == "" || port == "" {
 		return nil, fmt.Errorf("upstream %s: address %q: want host:port", name, addr)
 	}
-	return &Upstream{
+	u := &Upstream{
 		name:      name,
 		addr:      addr,
 		url:       &url.URL{Scheme: "http", Host: addr},
 		transport: newTransport(addr),
-	}, nil
+	}
+	u.transport.streams = &u.streams
+	return u, nil
 }
 
 // Name returns the upstream's name.
@@ -91,6 +94,16 @@ func (u *Upstream) WaitIdle(ctx context.Context, poll time.Duration) error {
 		}
 	}
 }
+
+// EndStreams ends the long-lived streams open on u, for a drain whose
+// deadline has passed: each WebSocket gets a close frame 1001 "going away"
+// (the app a masked one), each server-sent-events stream the end of its
+// body, at the next frame or event boundary of what the app sends. It
+// returns how many ended, once all have or ctx is done; a stream whose app
+// is in the middle of a frame when ctx ends is left as it is. Other
+// answers, downloads included, are never cut short. Streams that start on
+// u later are not affected.
+func (u *Upstream) EndStreams(ctx context.Context) int { return u.streams.end(ctx) }
 
 func (u *Upstream) release() {
 	u.inFlight.Add(-1)

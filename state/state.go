@@ -101,6 +101,13 @@ type Deploy struct {
 	// Drained is how many requests were still in flight on the old colour
 	// when the swap happened.
 	Drained int64 `json:"drained"`
+	// DrainDuration is how long the drain of the old colour took, and
+	// Abandoned how many requests were still in flight at its deadline:
+	// with Started, Duration and Drained they let a restarted baton
+	// export the last switch's metrics again. Files written before they
+	// existed read as zero.
+	DrainDuration time.Duration `json:"drain_ns,omitempty"`
+	Abandoned     int64         `json:"abandoned,omitempty"`
 	// Interrupted is set when baton stopped (was killed, crashed, lost
 	// power) in the middle of the operation; Error then says at which
 	// point, as far as the state file tells.

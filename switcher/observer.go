@@ -25,6 +25,15 @@ type Observer interface {
 	Live(c Color, version string)
 }
 
+// LastSwitchObserver is an optional interface of an Observer. LastSwitch
+// is called once, at New, with the last successful switch (a deploy's or a
+// rollback's included) that the state file's history records, and the time
+// it finished; not at all if there is none. Gauges about the last switch
+// thus survive a restart or an upgrade of baton instead of reading as zero.
+type LastSwitchObserver interface {
+	LastSwitch(res Result, finished time.Time)
+}
+
 // nopObserver is the Observer used when Config.Observer is nil.
 type nopObserver struct{}
 

@@ -25,8 +25,18 @@ var ErrNothingToRollBack = errors.New("nothing to roll back to")
 //
 // A second rollback goes back to the version the first one replaced. The
 // result's Version is the version rolled back to ("" when switching back to
-// an app baton did not launch). It shares Switch's lock.
+// an app baton did not launch). It shares Switch's lock. A rollback that
+// moved traffic back is reported to the RolloutObserver, if the Observer is
+// one, with reason ReasonCommand, as a canary's rollback by command is.
 func (s *Switcher) Rollback(ctx context.Context, emit func(Event)) (DeployResult, error) {
+	res, err := s.rollback(ctx, emit)
+	if err == nil {
+		s.rolloutObserver().Rollback(ReasonCommand)
+	}
+	return res, err
+}
+
+func (s *Switcher) rollback(ctx context.Context, emit func(Event)) (DeployResult, error) {
 	release, err := s.acquire()
 	if err != nil {
 		if s.rolloutStatus() != nil {

@@ -91,6 +91,21 @@ type Traffic struct {
 	Status5xx uint64 `json:"status_5xx"`
 }
 
+// StreamEnder is an optional interface of a Router: EndStreams ends the
+// long-lived streams (WebSockets, server-sent events) still open on colour
+// c cleanly, at a frame boundary, and returns how many it ended once all
+// have or ctx is done. The drain calls it when its deadline has passed,
+// before the old app is signalled, so that those clients see a clean end
+// (and reconnect to the live colour) rather than a broken connection.
+type StreamEnder interface {
+	EndStreams(ctx context.Context, c Color) int
+}
+
+// StreamEndTimeout bounds how long, after the drain deadline, ending the
+// old colour's streams may take: a stream whose app is in the middle of a
+// frame ends when that frame is complete.
+const StreamEndTimeout = 5 * time.Second
+
 // Prober runs one health check against the app at addr.
 type Prober interface {
 	Check(ctx context.Context, addr string) error
@@ -281,7 +296,28 @@ func New(ctx context.Context, cfg Config, router Router, prober Prober, stopper 
 	}
 	router.Route(s.live)
 	cfg.Observer.Live(s.live, s.appVersion(s.live))
+	if o, ok := cfg.Observer.(LastSwitchObserver); ok {
+		if res, finished, ok := lastSwitch(s.st.History); ok {
+			o.LastSwitch(res, finished)
+		}
+	}
 	return s, nil
+}
+
+// lastSwitch returns the last successful operation of history (each one
+// moved traffic) as a Result, and when it finished.
+func lastSwitch(history []state.Deploy) (Result, time.Time, bool) {
+	for i := len(history) - 1; i >= 0; i-- {
+		d := history[i]
+		if !d.OK {
+			continue
+		}
+		from, _ := ParseColor(d.From) // Load validated them
+		to, _ := ParseColor(d.To)
+		return Result{ID: d.ID, From: from, To: to, Duration: d.Duration, Drained: d.Drained,
+			Abandoned: d.Abandoned, DrainDuration: d.DrainDuration}, d.Started.Add(d.Duration), true
+	}
+	return Result{}, time.Time{}, false
 }
 
 // recoverInterrupted records the operation that the state says was running
@@ -629,6 +665,7 @@ func (s *Switcher) waitHealthy(ctx context.Context, c Color, ev func(string, str
 // reporting progress each second. It returns how many were left, and
 // whether it stopped early because abort was closed (a nil abort never is).
 func (s *Switcher) drain(ctx context.Context, c Color, ev stepFunc, abort <-chan struct{}) (left int64, aborted bool) {
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DrainTimeout)
 	defer cancel()
 	poll := time.NewTicker(5 * time.Millisecond)
@@ -645,11 +682,28 @@ func (s *Switcher) drain(ctx context.Context, c Color, ev stepFunc, abort <-chan
 		}
 		select {
 		case <-ctx.Done():
-			return s.router.InFlight(c), false
+			left := s.router.InFlight(c)
+			s.endStreams(parent, c, ev)
+			return left, false
 		case <-abort:
 			return s.router.InFlight(c), true
 		case <-poll.C:
 		}
+	}
+}
+
+// endStreams ends c's long-lived streams, if the router can, once the
+// drain deadline has passed, and reports how many it ended.
+func (s *Switcher) endStreams(ctx context.Context, c Color, ev stepFunc) {
+	se, ok := s.router.(StreamEnder)
+	if !ok {
+		return
+	}
+	t := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, StreamEndTimeout)
+	defer cancel()
+	if n := se.EndStreams(ctx, c); n > 0 {
+		ev("drain", fmt.Sprintf("drain deadline %s passed: ended %d WebSocket or event stream(s) on %s (close 1001 going away, end of stream)", s.cfg.DrainTimeout, n, c), time.Since(t))
 	}
 }
 
@@ -660,6 +714,7 @@ func (s *Switcher) record(kind, version string, res *Result, started time.Time, 
 	d := state.Deploy{
 		ID: res.ID, Kind: kind, Version: version, From: res.From.String(), To: res.To.String(),
 		Started: started.UTC(), Duration: time.Since(started), OK: err == nil, Drained: res.Drained,
+		DrainDuration: res.DrainDuration, Abandoned: res.Abandoned,
 	}
 	if err != nil {
 		d.Error = err.Error()

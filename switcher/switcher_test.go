@@ -25,6 +25,15 @@ type fakeRouter struct {
 	routes   []Color
 	inFlight [2]atomic.Int64
 	closed   []Color
+	// endStreams, if set, answers EndStreams.
+	endStreams func(c Color) int
+}
+
+func (r *fakeRouter) EndStreams(ctx context.Context, c Color) int {
+	if r.endStreams == nil {
+		return 0
+	}
+	return r.endStreams(c)
 }
 
 func (r *fakeRouter) Route(c Color) {
@@ -287,6 +296,39 @@ func TestDrainDeadlineReportsAbandoned(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(msgs, "\n"), "2 request(s) still in flight") {
 		t.Errorf("events %q do not report the abandoned requests", msgs)
+	}
+}
+
+// TestDrainDeadlineEndsStreamsBeforeStop (issue 13, item 21): when the
+// drain deadline passes, the old colour's long-lived streams are ended
+// before its app is signalled, and the drain step says how many.
+func TestDrainDeadlineEndsStreamsBeforeStop(t *testing.T) {
+	blue, green := newHealthApp(t, 200), newHealthApp(t, 200)
+	f := newFixture(t, blue.addr(), green.addr(), Config{DrainTimeout: 50 * time.Millisecond})
+	f.router.inFlight[Blue].Store(2)
+	var endedOn []Color
+	f.router.endStreams = func(c Color) int {
+		if len(f.stopper.stopped()) > 0 {
+			t.Error("streams ended after the old app was stopped")
+		}
+		endedOn = append(endedOn, c)
+		f.router.inFlight[c].Store(0)
+		return 2
+	}
+	f.stopper.check = func() {
+		if len(endedOn) == 0 {
+			t.Error("old app stopped before its streams were ended")
+		}
+	}
+	var msgs []string
+	if _, err := f.sw.Switch(context.Background(), SwitchRequest{}, func(e Event) { msgs = append(msgs, e.Step+": "+e.Message) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(endedOn) != 1 || endedOn[0] != Blue {
+		t.Errorf("streams ended on %v; want [blue]", endedOn)
+	}
+	if !strings.Contains(strings.Join(msgs, "\n"), "drain: drain deadline 50ms passed: ended 2 WebSocket or event stream(s) on blue") {
+		t.Errorf("events %q do not report the ended streams", msgs)
 	}
 }
 

@@ -26,7 +26,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cloudflare/tableflip"
+	"github.com/batonproxy/baton/internal/tableflip"
 )
 
 // DefaultTimeout bounds how long a new process may take to become ready.

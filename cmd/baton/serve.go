@@ -380,6 +380,11 @@ func (r *router) Traffic(c switcher.Color) switcher.Traffic {
 func (r *router) InFlight(c switcher.Color) int64 { return r.ups[c].InFlight() }
 func (r *router) CloseIdle(c switcher.Color)      { r.ups[c].CloseIdleConnections() }
 
+// EndStreams implements switcher.StreamEnder.
+func (r *router) EndStreams(ctx context.Context, c switcher.Color) int {
+	return r.ups[c].EndStreams(ctx)
+}
+
 // readToken returns the admin token from file if given, else from
 // $BATON_ADMIN_TOKEN. An empty or unreadable file is an error, not "no token".
 func readToken(file string) (string, error) {

@@ -50,7 +50,18 @@ type selfUpgrade struct {
 	logger *slog.Logger
 }
 
+// Upgrade runs one upgrade, asked for over the admin API or by signal. A
+// failure is logged here, whoever asked: the CLI (or systemctl reload) sees
+// the error, but baton's own log is where an operator looks afterwards.
 func (u *selfUpgrade) Upgrade(ctx context.Context, emit func(switcher.Event)) error {
+	err := u.upgrade(ctx, emit)
+	if err != nil {
+		u.logger.Error("upgrade failed; this baton keeps serving", "pid", os.Getpid(), "err", err)
+	}
+	return err
+}
+
+func (u *selfUpgrade) upgrade(ctx context.Context, emit func(switcher.Event)) error {
 	return exclusiveAll(u.reg.List(), "upgrade", emit, func(step func(string, string)) (bool, error) {
 		step("start", fmt.Sprintf("starting the baton binary at %s (this is pid %d, version %s) with the listening sockets", os.Args[0], os.Getpid(), version))
 		if err := u.upg.Upgrade(ctx); err != nil {
@@ -104,9 +115,7 @@ func (u *selfUpgrade) upgradeOnSignal(ctx context.Context) {
 			return
 		case sig := <-sigs:
 			u.logger.Info("upgrade requested by signal", "signal", sig.String())
-			if err := u.Upgrade(ctx, nil); err != nil {
-				u.logger.Error("upgrade failed; this baton keeps serving", "err", err)
-			}
+			_ = u.Upgrade(ctx, nil) // logged by Upgrade
 		}
 	}
 }
