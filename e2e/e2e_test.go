@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -153,12 +154,20 @@ func newBaton(t *testing.T, extra ...string) *baton {
 
 func (b *baton) start() {
 	b.t.Helper()
-	args := append([]string{"serve", "--http", b.http, "--admin", b.admin, "--blue", b.blue, "--green", b.green,
-		"--state-dir", b.state, "--health-interval", "100ms"}, b.extras...)
+	args := []string{"serve", "--http", b.http, "--admin", b.admin, "--state-dir", b.state, "--health-interval", "100ms"}
+	// With a config file the services bring their own addresses, and
+	// /v1/status (one service's) answers 400 when there are several.
+	ready := func() error { _, err := b.status(); return err }
+	if slices.Contains(b.extras, "--config") {
+		ready = func() error { _, err := b.services(); return err }
+	} else {
+		args = append(args, "--blue", b.blue, "--green", b.green)
+	}
+	args = append(args, b.extras...)
 	b.proc = start(b.t, []string{"BATON_ADMIN_TOKEN=" + b.token}, batonBin, args...)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := b.status(); err == nil {
+		if err := ready(); err == nil {
 			return
 		}
 		if time.Now().After(deadline) || b.proc.exited() {
@@ -181,6 +190,27 @@ func (b *baton) status() (admin.StatusResponse, error) {
 		return st, fmt.Errorf("status %s", resp.Status)
 	}
 	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// services returns GET /v1/services.
+func (b *baton) services() (admin.ServicesResponse, error) {
+	var resp admin.ServicesResponse
+	return resp, b.adminGet("/v1/services", &resp)
+}
+
+// adminGet decodes the JSON answer to GET path on the admin API into v.
+func (b *baton) adminGet(path string, v any) error {
+	req, _ := http.NewRequest("GET", "http://"+b.admin+path, nil)
+	req.Header.Set("Authorization", "Bearer "+b.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // cli runs a baton client command against this baton and returns its

@@ -89,24 +89,47 @@ func serviceConfigs(args []string, cfg *serveConfig, file *config.File) ([]servi
 	}
 	own := perServiceFlags()
 	var (
-		out  []serviceConfig
-		errs []error
+		out    []serviceConfig
+		routed []serviceConfig // out, and the routing of those that failed: every problem is reported at once
+		errs   []error
 	)
 	for _, svc := range file.Services {
 		sc, err := serviceConfigOf(args, file, svc, own)
 		if err != nil {
 			errs = append(errs, err)
+			if rc, ok := routingOf(file, svc); ok {
+				routed = append(routed, rc)
+			}
 			continue
 		}
 		out = append(out, sc)
+		routed = append(routed, sc)
 	}
+	errs = append(errs, checkRoutes(file, routed), checkAddrs(file, out))
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	if err := errors.Join(checkRoutes(file, out), checkAddrs(file, out)); err != nil {
-		return nil, err
-	}
 	return out, nil
+}
+
+// routingOf returns only the routing settings of a service whose other
+// settings have problems, so that its route conflicts are reported with
+// them; ok is false if the routing settings have problems too (reported by
+// serviceConfigOf already).
+func routingOf(file *config.File, svc config.Service) (sc serviceConfig, ok bool) {
+	fs := pflag.NewFlagSet("routing", pflag.ContinueOnError)
+	fs.SetOutput(discard{})
+	fs.StringSliceVar(&sc.Hosts, "hosts", nil, "")
+	fs.StringVar(&sc.PathPrefix, "path-prefix", "", "")
+	fs.BoolVar(&sc.StripPrefix, "strip-prefix", false, "")
+	var routing []config.Setting
+	for _, s := range svc.Settings {
+		if slices.Contains(routingKeys, s.Key) {
+			routing = append(routing, s)
+		}
+	}
+	sc.Name = svc.Name
+	return sc, config.Apply(fs, routing, file.Path, "", nil) == nil
 }
 
 // checkAddrs refuses two services (or two colours) on one app address:
@@ -115,14 +138,18 @@ func checkAddrs(file *config.File, scs []serviceConfig) error {
 	type owner struct{ service, color string }
 	seen := map[string]owner{}
 	var errs []error
-	for i, sc := range scs {
+	line := map[string]int{}
+	for _, svc := range file.Services {
+		line[svc.Name] = svc.Line
+	}
+	for _, sc := range scs {
 		for _, c := range []owner{{sc.Name, "blue"}, {sc.Name, "green"}} {
 			addr := sc.Blue
 			if c.color == "green" {
 				addr = sc.Green
 			}
 			if prev, dup := seen[addr]; dup && prev.service != sc.Name {
-				errs = append(errs, config.Errorf(file.Path, file.Services[i].Line, "service %s: %s %s is also service %s's %s; each service needs apps of its own",
+				errs = append(errs, config.Errorf(file.Path, line[sc.Name], "service %s: %s %s is also service %s's %s; each service needs apps of its own",
 					sc.Name, c.color, addr, prev.service, prev.color))
 				continue
 			}

@@ -182,10 +182,12 @@ func TestServeReload(t *testing.T) {
 		Errors []string `json:"errors"`
 	}
 	json.Unmarshal([]byte(out), &bad)
-	if code != 400 || len(bad.Errors) != 2 {
-		t.Fatalf("reload of a bad file: %d %s; want 400 with 2 problems", code, out)
+	if code != 400 || len(bad.Errors) != 3 {
+		t.Fatalf("reload of a bad file: %d %s; want 400 with 3 problems", code, out)
 	}
-	for i, want := range []string{file + ":6: service shop: unknown setting helth_path (did you mean health_path?)", file + ":11: service api: http is not a setting of one service"} {
+	// The route conflict is found although both services have other problems.
+	for i, want := range []string{file + ":6: service shop: unknown setting helth_path (did you mean health_path?)", file + ":11: service api: http is not a setting of one service",
+		file + ":8: services shop and api both claim host shop.example.com"} {
 		if !strings.HasPrefix(bad.Errors[i], want) {
 			t.Errorf("problem %d = %q; want %q", i+1, bad.Errors[i], want)
 		}
