@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/internal/loadgen"
+	"github.com/batonproxy/baton/internal/sampleapp"
 )
 
 // e2eService is one service of a baton started with --config: how the
@@ -206,7 +208,8 @@ func TestServicesDeployUnderLoadLosesNothing(t *testing.T) {
 
 // TestServicesReloadUnderLoad changes the config file under load and
 // reloads it: a service is added, one changed, one removed. The others
-// lose no request, an SSE stream open on an unchanged service survives,
+// lose no request, an SSE stream and a WebSocket open on an unchanged
+// service survive,
 // the removed service's instance is left running and the reload says so,
 // and a file with errors changes nothing and names every error's line.
 func TestServicesReloadUnderLoad(t *testing.T) {
@@ -227,6 +230,27 @@ func TestServicesReloadUnderLoad(t *testing.T) {
 	// 50 ms apart outlast the test.
 	sse := openSSE(t, b.http, svcs[0].host, "/sse?n=600&interval=50ms")
 	sse.expect(t, 3)
+	// And a WebSocket on shop, which must echo after the reload too.
+	ws, wsr, wsVersion, err := sampleapp.DialWebSocket(b.http, svcs[0].host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if wsVersion != "shop-v1" {
+		t.Fatalf("WebSocket answered by %q; want shop-v1", wsVersion)
+	}
+	echo := func(when string) {
+		t.Helper()
+		ws.SetDeadline(time.Now().Add(5 * time.Second))
+		msg := "ping " + when + "\n"
+		if _, err := io.WriteString(ws, msg); err != nil {
+			t.Fatalf("WebSocket %s: %v", when, err)
+		}
+		if got, err := wsr.ReadString('\n'); got != msg {
+			t.Fatalf("WebSocket echo %s = %q (%v); want %q", when, got, err, msg)
+		}
+	}
+	echo("before the reload")
 
 	ctx, stopLoad := context.WithCancel(context.Background())
 	var loads sync.WaitGroup
@@ -300,8 +324,9 @@ func TestServicesReloadUnderLoad(t *testing.T) {
 		t.Logf("%s: %s", s.name, reports[i].Summary())
 		failOnFailures(t, reports[i], s.name+": ", b.proc.out.String())
 	}
-	// The stream kept going through both reloads and the deploys of others.
+	// The streams kept going through both reloads and the deploys of others.
 	sse.expect(t, 10)
+	echo("after the reloads")
 }
 
 // lineOf returns the 1-based number of the first line of text containing s.

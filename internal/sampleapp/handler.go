@@ -1,12 +1,17 @@
 package sampleapp
 
 import (
+	"bufio"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -66,6 +71,11 @@ type app struct {
 //	GET  /sse?n=N&interval=D
 //	                    N Server-Sent Events "data: <version> <i>\n\n", i from 0
 //	                    to N-1, each flushed, D apart (Go duration, default 100ms)
+//	GET  /ws            a WebSocket handshake (RFC 6455: 101 with
+//	                    Sec-WebSocket-Accept), then "<version>\n" and an echo of
+//	                    every byte the client sends until it closes (no frame
+//	                    parsing: baton relays the bytes of an upgraded
+//	                    connection as they are)
 //	GET  /fail          500 "fail\n"
 //	GET  /big?kib=N     N KiB of body (default 1024), Content-Length set
 //	GET  /stats         200 JSON {"version", "in_flight", "requests_total"}, where
@@ -83,6 +93,7 @@ func Handler(version string, failHealthFile string) http.Handler {
 	mux.HandleFunc("POST /echo", a.echo)
 	mux.HandleFunc("GET /headers", a.headers)
 	mux.HandleFunc("GET /sse", a.sse)
+	mux.HandleFunc("GET /ws", a.ws)
 	mux.HandleFunc("GET /fail", a.fail)
 	mux.HandleFunc("GET /big", a.big)
 	mux.HandleFunc("GET /stats", a.stats)
@@ -179,6 +190,30 @@ func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	_, _ = w.Write(b)
+}
+
+// webSocketGUID is RFC 6455's key suffix for Sec-WebSocket-Accept.
+const webSocketGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+func (a *app) ws(w http.ResponseWriter, r *http.Request) {
+	key := r.Header.Get("Sec-WebSocket-Key")
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") || key == "" {
+		writeText(w, http.StatusBadRequest, "want a WebSocket handshake: Upgrade: websocket and Sec-WebSocket-Key\n")
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeText(w, http.StatusInternalServerError, "cannot take over the connection: "+err.Error()+"\n")
+		return
+	}
+	defer conn.Close()
+	sum := sha1.Sum([]byte(key + webSocketGUID))
+	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Accept: %s\r\n%s: %s\r\n\r\n%s\n", base64.StdEncoding.EncodeToString(sum[:]), VersionHeader, a.version, a.version)
+	if brw.Flush() != nil {
+		return
+	}
+	io.Copy(conn, brw) // echo; ends when the client closes
 }
 
 func (a *app) sse(w http.ResponseWriter, r *http.Request) {
@@ -278,4 +313,37 @@ type Stats struct {
 
 func (a *app) stats(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, Stats{Version: a.version, InFlight: a.inFlight.Load(), RequestsTotal: a.requests.Load()})
+}
+
+// DialWebSocket opens /ws at addr (host:port) with the given Host header,
+// as a test client of the app or of baton in front of it: it checks the
+// handshake's Sec-WebSocket-Accept and returns the connection, a reader
+// of what follows, and the version that answered.
+func DialWebSocket(addr, host string) (net.Conn, *bufio.Reader, string, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	const key = "dGhlIHNhbXBsZSBub25jZQ==" // RFC 6455's example key
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n", host, key)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err == nil && resp.StatusCode != http.StatusSwitchingProtocols {
+		err = fmt.Errorf("handshake answered %s", resp.Status)
+	}
+	if err == nil && resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+		err = fmt.Errorf("handshake: Sec-WebSocket-Accept %q is not RFC 6455's", resp.Header.Get("Sec-WebSocket-Accept"))
+	}
+	var version string
+	if err == nil {
+		version, err = br.ReadString('\n')
+	}
+	conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		conn.Close()
+		return nil, nil, "", fmt.Errorf("websocket to %s (Host %s): %w", addr, host, err)
+	}
+	return conn, br, strings.TrimSpace(version), nil
 }

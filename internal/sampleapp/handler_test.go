@@ -260,3 +260,23 @@ func TestHandlerStats(t *testing.T) {
 		t.Errorf("stats = %+v; want %+v", s, want)
 	}
 }
+
+func TestHandlerWebSocket(t *testing.T) {
+	srv := httptest.NewServer(Handler("v3", ""))
+	defer srv.Close()
+	conn, br, version, err := DialWebSocket(srv.Listener.Addr().String(), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if version != "v3" {
+		t.Errorf("version line %q; want v3", version)
+	}
+	io.WriteString(conn, "hello\n")
+	if got, err := br.ReadString('\n'); got != "hello\n" {
+		t.Errorf("echo = %q (%v); want hello", got, err)
+	}
+	if resp, body := get(t, srv, "GET", "/ws", nil); resp.StatusCode != 400 {
+		t.Errorf("GET /ws without a handshake: %d %q; want 400", resp.StatusCode, body)
+	}
+}
