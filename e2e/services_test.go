@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -436,6 +437,42 @@ func (s *sseStream) expect(t *testing.T, n int) {
 		case <-cond:
 		case <-deadline:
 			t.Fatalf("SSE stream: %d events in 10 s; want %d", got, want)
+		}
+	}
+}
+
+// TestDemo runs the README's first command as a newcomer would (here with
+// fewer deploys): baton demo serves three services from its embedded config
+// file, deploys round them under load, loses no request, and leaves no
+// process behind.
+func TestDemo(t *testing.T) {
+	dir := t.TempDir()
+	p := start(t, nil, batonBin, "demo", "--deploys", "3", "--rate", "150", "--startup-delay", "200ms",
+		"--plot", filepath.Join(dir, "timeline.svg"))
+	p.waitExit(t, 90*time.Second)
+	out := p.out.String()
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("baton demo exited %d:\n%s", code, out)
+	}
+	for _, want := range []string{"services:", "path_prefix: /admin", "result: 3 deploys over 3 services",
+		"shop-v2 (", "api-v2 (", "shop-admin-v2 (", "stopped baton and the 3 app instances"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, s := range []string{"shop", "api", "shop-admin"} {
+		if fi, err := os.Stat(filepath.Join(dir, "timeline-"+s+".svg")); err != nil || fi.Size() == 0 {
+			t.Errorf("no timeline plot of %s: %v", s, err)
+		}
+	}
+	// Every instance a deploy started (their PIDs are in the output) is gone.
+	started := regexp.MustCompile(`started pid (\d+);`).FindAllStringSubmatch(out, -1)
+	if len(started) != 6 {
+		t.Errorf("the demo started %d app instances; want 6 (3 first deploys, 3 more)", len(started))
+	}
+	for _, m := range started {
+		if pid, _ := strconv.Atoi(m[1]); !gone(pid) {
+			t.Errorf("app pid %d still runs after the demo", pid)
 		}
 	}
 }

@@ -1,28 +1,28 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
+	"syscall"
 	"time"
 
-	"github.com/batonproxy/baton/health"
+	"github.com/batonproxy/baton/admin"
 	"github.com/batonproxy/baton/internal/sampleapp"
 	"github.com/batonproxy/baton/launcher"
 	"github.com/batonproxy/baton/probe"
-	"github.com/batonproxy/baton/proxy"
-	"github.com/batonproxy/baton/state"
-	"github.com/batonproxy/baton/switcher"
 )
 
 // sampleAppCommand runs the sample app; the demo starts it as a real child
@@ -35,218 +35,262 @@ func runSampleApp(args []string, stdout, stderr io.Writer) int {
 
 const demoSynopsis = `Usage: baton demo [flags]
 
-Runs baton's main job on loopback with nothing to configure: starts the
-sample app (version v1) as a real process, puts baton in front of it, sends
-steady load (keep-alive, new-connection, slow and POST requests), and deploys
-new versions one after the other: start vN+1 on the idle port, switch,
-drain, stop the old process. Prints each step and the probe's summary,
-writes its timeline plot (--plot), and exits 1 if any request failed.`
+Runs baton's main job on loopback with nothing to configure: a baton
+('baton serve --config', as a child process) in front of three services
+(shop and api by host, shop-admin by path prefix under the shop's host;
+the embedded config file is printed), each deployed from this same binary
+(its sample app) as a real process. Steady load runs through all three
+(keep-alive, new-connection, slow and POST requests) while deploys of new
+versions go round the services: start vN+1 on the service's idle port,
+health checks, swap, drain, stop the old process. Prints each step and each
+service's summary, writes a timeline plot per service (--plot), and exits 1
+if any request failed.`
+
+//go:embed demo.yaml
+var demoConfig string
+
+// demoService is a service of demo.yaml and the URL its load goes to.
+type demoService struct {
+	name, url, prefix string
+}
+
+var demoServices = []demoService{
+	{"shop", "http://shop.example.com/", ""},
+	{"api", "http://api.example.com/", ""},
+	{"shop-admin", "http://shop.example.com/admin/", "/admin"},
+}
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
-		switches     int
+		deploys      int
 		rate         int
 		startupDelay time.Duration
 		verbose      bool
 		plot         string
 	)
 	fs := newFlagSet("demo", demoSynopsis, stdout)
-	fs.IntVar(&switches, "switches", 5, "how many deploys to run")
-	fs.IntVar(&rate, "rate", 500, "requests per second of load")
+	fs.IntVar(&deploys, "deploys", 6, "how many deploys to run, going round the services")
+	fs.IntVar(&deploys, "switches", 6, "the same as --deploys (its name before services)")
+	fs.IntVar(&rate, "rate", 450, "requests per second of load, shared by the services")
 	fs.DurationVar(&startupDelay, "startup-delay", time.Second, "how long each new app version takes to start")
-	fs.BoolVar(&verbose, "verbose", false, "log baton's internals too")
-	fs.StringVar(&plot, "plot", "baton-demo-timeline.svg", "write the probe's timeline to `file` (.svg or .png); empty for none")
+	fs.BoolVar(&verbose, "verbose", false, "print baton's log too")
+	fs.StringVar(&plot, "plot", "baton-demo-timeline.svg", "write each service's timeline to `file` with the service's name added (.svg or .png); empty for none")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if switches < 1 || rate < 1 {
-		return usageError(errors.New("--switches and --rate must be at least 1"))
+	if deploys < 1 || rate < len(demoServices) {
+		return usageError(fmt.Errorf("--deploys must be at least 1 and --rate at least %d", len(demoServices)))
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("demo: find own binary: %w", err)
 	}
-	stateDir, err := os.MkdirTemp("", "baton-demo-")
+	dir, err := os.MkdirTemp("", "baton-demo-")
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	defer os.RemoveAll(stateDir)
-	logger := slog.New(slog.DiscardHandler)
-	if verbose {
-		logger = newLogger(stderr, "text", "debug")
-	}
+	defer os.RemoveAll(dir)
 
-	ports, err := freePorts(2)
-	if err != nil {
-		return fmt.Errorf("demo: %w", err)
-	}
-	addrs := [2]string{"127.0.0.1:" + strconv.Itoa(ports[0]), "127.0.0.1:" + strconv.Itoa(ports[1])}
-	apps := &demoApps{exe: exe}
-	if verbose {
-		apps.stderr = stderr
-	}
-	defer apps.stopAll()
-
-	fmt.Fprintf(stdout, "starting app v1 on %s (blue)\n", addrs[switcher.Blue])
-	if err := apps.start(addrs[switcher.Blue], "v1", 0); err != nil {
-		return err
-	}
-	checker := health.New(health.DefaultPath, time.Second)
-	if err := waitHealthy(ctx, checker, addrs[switcher.Blue], 10*time.Second); err != nil {
-		return fmt.Errorf("demo: app v1 did not start: %w", err)
-	}
-
-	store, err := state.NewStore(stateDir)
+	b, err := startDemoBaton(ctx, exe, dir, startupDelay, verbose, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	h := proxy.NewHandler(proxy.Options{Logger: logger})
-	rt, err := newRouter(h, addrs[0], addrs[1])
-	if err != nil {
-		return err
-	}
-	sw, err := switcher.New(ctx, switcher.Config{Addrs: addrs, DrainTimeout: 10 * time.Second}, rt, checker, launcher.PortStopper{}, store, logger)
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("demo: public listener: %w", err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	defer srv.Close()
-	fmt.Fprintf(stdout, "baton listening on %s, live: %s; sending %d req/s\n\n", ln.Addr(), sw.Live(), rate)
+	defer b.stop(stdout)
 
-	prb, err := probe.Start(ctx, probe.Config{
-		URL: "http://" + ln.Addr().String() + "/", Rate: rate, KeepAliveConns: 16,
-		NewConnFraction: 0.1, SlowFraction: 0.05, SlowMin: 300 * time.Millisecond, SlowMax: 2 * time.Second,
-		PostFraction: 0.1, CheckEcho: true,
-	})
-	if err != nil {
-		return fmt.Errorf("demo: %w", err)
+	for _, s := range demoServices {
+		fmt.Fprintf(stdout, "deploy %s-v1\n", s.name)
+		if err := b.deploy(ctx, s.name, exe, s.name+"-v1", stdout); err != nil {
+			return fmt.Errorf("demo: first deploy of %s: %w", s.name, err)
+		}
 	}
-	defer prb.Stop()
+	fmt.Fprintf(stdout, "\nsending %d req/s through baton at %s, shared by the three services\n\n", rate, b.http)
+
+	probes := make([]*probe.Probe, len(demoServices))
+	for i, s := range demoServices {
+		probes[i], err = probe.Start(ctx, probe.Config{
+			URL: s.url, Connect: b.http, Rate: rate / len(demoServices), KeepAliveConns: 6,
+			NewConnFraction: 0.1, SlowFraction: 0.05, SlowMin: 300 * time.Millisecond, SlowMax: 2 * time.Second,
+			SlowPath: s.prefix + "/slow", PostPath: s.prefix + "/echo", PostFraction: 0.1, CheckEcho: true,
+		})
+		if err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		defer probes[i].Stop()
+	}
 	sleepCtx(ctx, time.Second)
 
-	var switchErr error
-	for i := 1; i <= switches && ctx.Err() == nil; i++ {
-		idle := sw.Live().Other()
-		v := "v" + strconv.Itoa(i+1)
-		fmt.Fprintf(stdout, "deploy %d/%d: starting app %s on %s (%s), it takes %s to start\n", i, switches, v, addrs[idle], idle, startupDelay)
-		if err := apps.start(addrs[idle], v, startupDelay); err != nil {
-			switchErr = err
-			break
-		}
-		var swapped time.Time
-		mark := probe.Mark{Start: time.Now(), Label: fmt.Sprintf("%s→%s %s", idle.Other(), idle, v)}
-		res, err := sw.Switch(ctx, switcher.SwitchRequest{}, func(e switcher.Event) {
-			if e.Step == "swap" {
-				swapped = e.Time
-			}
-			fmt.Fprintf(stdout, "  %-6s %s\n", e.Step, e.Message)
-		})
-		mark.At, mark.End, mark.Failed = swapped, time.Now(), err != nil
-		prb.Mark(mark)
+	var deployErr error
+	next := map[string]int{}
+	for i := 0; i < deploys && ctx.Err() == nil; i++ {
+		n := i % len(demoServices)
+		s := demoServices[n]
+		next[s.name]++
+		v := s.name + "-v" + strconv.Itoa(next[s.name]+1) // the service's name in its versions shows the routing
+		fmt.Fprintf(stdout, "deploy %d/%d: %s (it takes %s to start)\n", i+1, deploys, v, startupDelay)
+		mark := probe.Mark{Start: time.Now(), Label: v}
+		err := b.deploy(ctx, s.name, exe, v, stdout)
+		mark.At, mark.End, mark.Failed = b.swapped, time.Now(), err != nil
+		probes[n].Mark(mark)
 		if err != nil {
-			switchErr = err
+			deployErr = fmt.Errorf("deploy %s of %s: %w", v, s.name, err)
 			break
 		}
-		fmt.Fprintf(stdout, "  done in %s; %s was routed %s after it started listening\n\n",
-			res.Duration.Round(time.Millisecond), v, swapped.Sub(apps.listenedAt(v)).Round(time.Millisecond))
+		fmt.Fprintln(stdout)
 		sleepCtx(ctx, 500*time.Millisecond)
 	}
 	sleepCtx(ctx, 500*time.Millisecond)
-	rep := prb.Stop()
-	fmt.Fprintf(stdout, "probe summary:\n%s", rep.Summary(0))
-	if plot != "" {
-		if err := rep.WritePlotFile(plot); err != nil {
-			return fmt.Errorf("demo: %w", err)
+
+	failed, total := 0, 0
+	for i, s := range demoServices {
+		rep := probes[i].Stop()
+		sum := rep.JSON(0)
+		failed += sum.Failed
+		total += sum.Requests
+		var versions []string
+		for _, v := range sum.Versions {
+			versions = append(versions, fmt.Sprintf("%s (%d)", v.Version, v.OK))
 		}
-		fmt.Fprintf(stdout, "timeline plot: %s\n", plot)
-	}
-	if switchErr != nil {
-		return fmt.Errorf("demo: %w", switchErr)
-	}
-	if n := len(rep.Failures()); n > 0 {
-		return fmt.Errorf("demo: %d of %d requests failed", n, rep.Total())
-	}
-	fmt.Fprintf(stdout, "\nresult: %d deploys, %d requests, 0 failed\n", switches, rep.Total())
-	return nil
-}
-
-// demoApps starts sample app processes, notes when each starts listening,
-// and reaps them.
-type demoApps struct {
-	exe      string
-	stderr   io.Writer // app logs; nil discards them
-	mu       sync.Mutex
-	cmds     []*exec.Cmd
-	listened map[string]time.Time // by version
-	wg       sync.WaitGroup
-}
-
-func (a *demoApps) start(addr, version string, delay time.Duration) error {
-	cmd := exec.Command(a.exe, sampleAppCommand, "--addr", addr, "--version", version, "--startup-delay", delay.String())
-	cmd.Stderr = a.stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return fmt.Errorf("start app %s: %w", version, err)
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start app %s: %w", version, err)
-	}
-	a.mu.Lock()
-	a.cmds = append(a.cmds, cmd)
-	a.mu.Unlock()
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "listening on") {
-				a.mu.Lock()
-				if a.listened == nil {
-					a.listened = map[string]time.Time{}
-				}
-				a.listened[version] = time.Now()
-				a.mu.Unlock()
+		fmt.Fprintf(stdout, "%-10s %6d requests, %d failed; answered by %s\n", s.name, sum.Requests, sum.Failed, strings.Join(versions, ", "))
+		if plot != "" {
+			file := strings.TrimSuffix(plot, filepath.Ext(plot)) + "-" + s.name + filepath.Ext(plot)
+			if err := rep.WritePlotFile(file); err != nil {
+				return fmt.Errorf("demo: %w", err)
 			}
+			fmt.Fprintf(stdout, "%-10s timeline plot: %s\n", "", file)
 		}
-		_ = cmd.Wait() // reap; the switcher stops old apps by port
-	}()
+	}
+	if deployErr != nil {
+		return fmt.Errorf("demo: %w", deployErr)
+	}
+	if failed > 0 {
+		return fmt.Errorf("demo: %d of %d requests failed", failed, total)
+	}
+	fmt.Fprintf(stdout, "\nresult: %d deploys over %d services, %d requests, 0 failed\n", deploys, len(demoServices), total)
 	return nil
 }
 
-func (a *demoApps) listenedAt(version string) time.Time {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.listened[version]
+// demoBaton is the 'baton serve' child process of the demo, and the app
+// instances it launched (which outlive it, as they do a real baton's
+// restart: the demo stops them at the end).
+type demoBaton struct {
+	cmd     *exec.Cmd
+	done    chan error
+	http    string
+	client  *adminClient
+	swapped time.Time // of the last deploy
+	pids    []int     // every instance a deploy started
 }
 
-func (a *demoApps) stopAll() {
-	a.mu.Lock()
-	for _, c := range a.cmds {
-		_ = c.Process.Signal(os.Interrupt)
+// startDemoBaton writes the demo's config file (ports filled in) and token
+// into dir, prints the file, starts 'baton serve' on it and waits for its
+// admin API.
+func startDemoBaton(ctx context.Context, exe, dir string, startupDelay time.Duration, verbose bool, stdout, stderr io.Writer) (*demoBaton, error) {
+	ports, err := freePorts(8)
+	if err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
 	}
-	a.mu.Unlock()
-	a.wg.Wait()
-}
+	vars := map[string]string{"STARTUP_DELAY": startupDelay.String()}
+	for i, name := range []string{"HTTP", "ADMIN", "SHOP_BLUE", "SHOP_GREEN", "API_BLUE", "API_GREEN", "ADMIN_BLUE", "ADMIN_GREEN"} {
+		vars[name] = strconv.Itoa(ports[i])
+	}
+	config := os.Expand(demoConfig, func(k string) string { return vars[k] })
+	configFile := filepath.Join(dir, "baton.yaml")
+	tokenFile := filepath.Join(dir, "admin-token")
+	if err := errors.Join(os.WriteFile(configFile, []byte(config), 0o600),
+		os.WriteFile(tokenFile, []byte(rand.Text()), 0o600)); err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	b := &demoBaton{http: "127.0.0.1:" + vars["HTTP"], done: make(chan error, 1)}
+	adminAddr := "127.0.0.1:" + vars["ADMIN"]
+	fmt.Fprintf(stdout, "baton serve --config %s, with this file:\n\n%s\n", configFile, indent(config))
 
-func waitHealthy(ctx context.Context, c *health.Checker, addr string, within time.Duration) error {
-	deadline := time.Now().Add(within)
+	b.cmd = exec.Command(exe, "serve", "--config", configFile, "--http", b.http, "--http-only",
+		"--admin", adminAddr, "--admin-token-file", tokenFile, "--state-dir", filepath.Join(dir, "state"))
+	if verbose {
+		b.cmd.Stdout, b.cmd.Stderr = stderr, stderr
+	}
+	if err := b.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("demo: start baton serve: %w", err)
+	}
+	go func() { b.done <- b.cmd.Wait() }()
+	cf := clientFlags{admin: "http://" + adminAddr, tokenFile: tokenFile}
+	if b.client, err = cf.client(); err != nil {
+		b.stop(io.Discard)
+		return nil, err
+	}
+	deadline := time.Now().Add(10 * time.Second)
 	for {
-		err := c.Check(ctx, addr)
+		_, err := fetchServices(ctx, b.client)
 		if err == nil {
-			return nil
+			return b, nil
 		}
-		if time.Now().After(deadline) {
-			return err
+		select {
+		case werr := <-b.done:
+			b.done <- werr
+			return nil, fmt.Errorf("demo: baton serve exited (%v) before its admin API answered; run with --verbose to see its log", werr)
+		case <-time.After(50 * time.Millisecond):
 		}
-		if !sleepCtx(ctx, 50*time.Millisecond) {
-			return ctx.Err()
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			b.stop(io.Discard)
+			return nil, fmt.Errorf("demo: baton's admin API did not answer: %w", err)
 		}
 	}
+}
+
+// deploy deploys version of the sample app (exe itself, read on baton's
+// machine as 'baton deploy --server-path' does) to service, printing each
+// step as 'baton deploy' does.
+func (b *demoBaton) deploy(ctx context.Context, service, exe, version string, stdout io.Writer) error {
+	body, _ := json.Marshal(admin.DeployRequest{Version: version, Artifact: exe})
+	resp, err := b.client.do(ctx, http.MethodPost, "/v1/services/"+service+"/deploy", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return followStream(resp.Body, stdout, false, func(l admin.StreamLine) {
+		if l.Step == "swap" {
+			b.swapped = l.Time
+		}
+		if l.Deploy != nil && l.Deploy.PID > 0 {
+			b.pids = append(b.pids, l.Deploy.PID)
+		}
+	})
+}
+
+// stop stops baton (SIGTERM: it finishes the requests in flight) and then
+// the app instances still running, which baton leaves running on purpose.
+func (b *demoBaton) stop(stdout io.Writer) {
+	b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-b.done:
+		b.done <- err
+	case <-time.After(10 * time.Second):
+		b.cmd.Process.Kill()
+	}
+	var left []int
+	for _, pid := range b.pids {
+		if launcher.Alive(pid) {
+			syscall.Kill(pid, syscall.SIGTERM)
+			left = append(left, pid)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pid := range left {
+		for launcher.Alive(pid) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if launcher.Alive(pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if len(left) > 0 {
+		fmt.Fprintf(stdout, "stopped baton and the %d app instances still running\n", len(left))
+	}
+}
+
+// indent indents every line of s by two spaces.
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ") + "\n"
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
