@@ -113,7 +113,7 @@ type RolloutRequest struct {
 	// promote and abort only on command (POST /v1/rollout/{action}).
 	StepInterval string `json:"step_interval,omitempty"`
 	// Sticky keeps each client on one version with a cookie baton sets
-	// (switcher.DefaultStickyCookie). StickyHeader and StickyCookie do it
+	// (switcher.StickyCookieOf the service: baton_canary_<service>). StickyHeader and StickyCookie do it
 	// with a header or cookie the app already has. At most one of the three.
 	Sticky       bool   `json:"sticky,omitempty"`
 	StickyHeader string `json:"sticky_header,omitempty"`
@@ -124,8 +124,8 @@ type RolloutRequest struct {
 	CanaryCookie string `json:"canary_cookie,omitempty"`
 }
 
-// rollout converts r, reporting every bad field.
-func (r RolloutRequest) rollout() (switcher.RolloutRequest, error) {
+// rollout converts r, a request to service, reporting every bad field.
+func (r RolloutRequest) rollout(service string) (switcher.RolloutRequest, error) {
 	out := switcher.RolloutRequest{
 		DeployRequest: switcher.DeployRequest{Version: r.Version, Artifact: r.Artifact, SHA256: r.SHA256},
 		Steps:         r.Steps,
@@ -138,7 +138,7 @@ func (r RolloutRequest) rollout() (switcher.RolloutRequest, error) {
 	}
 	out.Watch = w
 	if r.Sticky {
-		out.Rules.StickyCookie = switcher.DefaultStickyCookie
+		out.Rules.StickyCookie = switcher.StickyCookieOf(service)
 	}
 	if r.StepInterval != "" {
 		d, err := time.ParseDuration(r.StepInterval)
@@ -298,7 +298,7 @@ func (s *Server) rollout(w http.ResponseWriter, r *http.Request, svc Service) er
 	if err := switcher.CheckVersion(body.Version); err != nil {
 		return withStatus(http.StatusBadRequest, err)
 	}
-	req, err := body.rollout()
+	req, err := body.rollout(svc.Name)
 	if err != nil {
 		return err
 	}

@@ -455,3 +455,22 @@ func TestReloadEndpointRefusals(t *testing.T) {
 		t.Errorf("refused reloads reached the reloader %d times", rl.calls)
 	}
 }
+
+// Two services under one domain (shop and its /admin) get sticky cookies
+// of their own, so a client's canary split of one does not decide the
+// other's.
+func TestStickyCookieIsTheService(t *testing.T) {
+	srv, ctls := threeServices(t)
+	for _, name := range []string{"shop", "shop-admin"} {
+		code, out, _ := call(t, "POST", srv.URL+"/v1/services/"+name+"/rollout", "t", `{"version":"v2","steps":[10],"sticky":true}`)
+		if code != 200 {
+			t.Fatalf("rollout of %s: %d %s", name, code, out)
+		}
+		if got, want := ctls[name].rollouts[0].Rules.StickyCookie, "baton_canary_"+name; got != want {
+			t.Errorf("%s's sticky cookie %q; want %q", name, got, want)
+		}
+	}
+	if got := switcher.StickyCookieOf(state.DefaultService); got != switcher.DefaultStickyCookie {
+		t.Errorf("the default service's sticky cookie %q; want %q as before services", got, switcher.DefaultStickyCookie)
+	}
+}

@@ -25,8 +25,21 @@ var (
 )
 
 // DefaultStickyCookie is the cookie baton sets to keep a client on one
-// version during a canary (SplitRules.StickyCookie).
+// version during a canary (SplitRules.StickyCookie) of the default service;
+// StickyCookieOf names the others'.
 const DefaultStickyCookie = "baton_canary"
+
+// StickyCookieOf returns the sticky cookie of service's canaries:
+// baton_canary_<service>, so that two services under one domain (a shop and
+// its /admin) do not share a split; DefaultStickyCookie for the default
+// service (state.DefaultService), whose cookie kept its name from before
+// services. Service names are DNS labels, so the name is a valid cookie name.
+func StickyCookieOf(service string) string {
+	if service == "" || service == state.DefaultService {
+		return DefaultStickyCookie
+	}
+	return DefaultStickyCookie + "_" + service
+}
 
 // Splitter is an optional interface of a Router: it sends a share of the
 // requests to the colour that is not live, for a canary.

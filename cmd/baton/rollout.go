@@ -164,7 +164,7 @@ func (f *canaryFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.canary, "canary", 0, "start the new version as a canary taking this `percent` of requests, beside the old one; steer it with 'baton rollout'")
 	fs.StringVar(&f.steps, "steps", "", "canary shares in per cent, a `list` such as 10,25,50,100, one every --step-interval; a last step of 100 promotes")
 	fs.DurationVar(&f.stepInterval, "step-interval", 0, "time between --steps (e.g. 2m)")
-	fs.BoolVar(&f.sticky, "sticky", false, "keep each client on one version with a cookie baton sets ("+switcher.DefaultStickyCookie+")")
+	fs.BoolVar(&f.sticky, "sticky", false, "keep each client on one version with a cookie baton sets ("+switcher.DefaultStickyCookie+"_<service>; "+switcher.DefaultStickyCookie+" for the default service)")
 	fs.StringVar(&f.stickyHeader, "sticky-header", "", "keep each client on one version by this request `header` (e.g. a user ID)")
 	fs.StringVar(&f.stickyCookie, "sticky-cookie", "", "keep each client on one version by this `cookie` of the app (e.g. its session)")
 	fs.StringVar(&f.canaryHeader, "canary-header", "", "requests with this header always go to the new version (testers), e.g. `'X-Canary: 1'`")
