@@ -2,7 +2,6 @@ package metrics_test
 
 import (
 	"encoding/json"
-	"net/http/httptest"
 	"os"
 	"regexp"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/metrics"
+	"github.com/batonproxy/baton/proxy"
 	"github.com/batonproxy/baton/switcher"
 )
 
@@ -51,7 +51,7 @@ func TestDashboardNamesExportedMetrics(t *testing.T) {
 
 	m := metrics.New(metrics.Options{})
 	m.Live(switcher.Blue, "v1")
-	m.RequestDone(mustUpstream(t, "blue"), httptest.NewRequest("GET", "/", nil), 200, time.Millisecond)
+	m.RequestDone(mustUpstream(t, "blue"), proxy.RequestInfo{Method: "GET", Path: "/"}, 200, time.Millisecond)
 	exported := map[string]bool{}
 	for name, mf := range scrape(t, m) {
 		exported[name] = true

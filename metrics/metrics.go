@@ -238,7 +238,7 @@ func (m *Metrics) colorOf(u *proxy.Upstream) int {
 }
 
 // RequestDone implements proxy.Observer.
-func (m *Metrics) RequestDone(u *proxy.Upstream, r *http.Request, status int, d time.Duration) {
+func (m *Metrics) RequestDone(u *proxy.Upstream, r proxy.RequestInfo, status int, d time.Duration) {
 	c := m.colorOf(u)
 	if c < 0 {
 		return

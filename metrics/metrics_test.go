@@ -406,7 +406,7 @@ func TestMetricNames(t *testing.T) {
 	m := metrics.New(metrics.Options{})
 	m.HealthCheck(switcher.Blue, nil, time.Millisecond)
 	m.Live(switcher.Blue, "v1")
-	m.RequestDone(mustUpstream(t, "blue"), httptest.NewRequest("GET", "/", nil), 200, time.Millisecond)
+	m.RequestDone(mustUpstream(t, "blue"), proxy.RequestInfo{Method: "GET", Path: "/"}, 200, time.Millisecond)
 	mfs := scrape(t, m)
 	var lines []string
 	for name, mf := range mfs {
@@ -442,7 +442,7 @@ func TestRequestDoneAllocs(t *testing.T) {
 	m := metrics.New(metrics.Options{NoRuntimeCollectors: true})
 	u := mustUpstream(t, "green")
 	m.Track(switcher.Green, u)
-	r := httptest.NewRequest("POST", "/", nil)
+	r := proxy.RequestInfo{Method: "POST", Path: "/"}
 	allocs := testing.AllocsPerRun(1000, func() {
 		m.RequestDone(u, r, 201, 3*time.Millisecond)
 		m.UpstreamError(u, "reset", false)
@@ -456,7 +456,7 @@ func BenchmarkRequestDone(b *testing.B) {
 	m := metrics.New(metrics.Options{NoRuntimeCollectors: true})
 	u, _ := proxy.NewUpstream("blue", "127.0.0.1:1")
 	m.Track(switcher.Blue, u)
-	r := httptest.NewRequest("GET", "/", nil)
+	r := proxy.RequestInfo{Method: "GET", Path: "/"}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

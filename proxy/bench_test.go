@@ -66,8 +66,8 @@ const (
 // cost of observing.
 type nopObserver struct{}
 
-func (nopObserver) RequestDone(*Upstream, *http.Request, int, time.Duration) {}
-func (nopObserver) UpstreamError(*Upstream, string, bool)                    {}
+func (nopObserver) RequestDone(*Upstream, RequestInfo, int, time.Duration) {}
+func (nopObserver) UpstreamError(*Upstream, string, bool)                  {}
 
 // benchTarget returns the address the client talks to.
 func benchTarget(b *testing.B, m mode) string {

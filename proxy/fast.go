@@ -228,8 +228,6 @@ type fastConn struct {
 
 	// Per request, captured before the head's bytes are discarded.
 	method, path, host string
-	obs                http.Request // handed to the Observer; reused
-	obsURL             url.URL
 }
 
 func (c *fastConn) setState(st http.ConnState) {
@@ -424,9 +422,14 @@ func (c *fastConn) serveNoRoute(headLen int) bool {
 	return keep
 }
 
-// requestInfo describes the request being served to observers.
+// requestInfo describes the request being served to observers and logs.
+// c.host is the request's Host, kept from one request to the next of the
+// connection so that it is not copied (allocated) again for each.
 func (c *fastConn) requestInfo() RequestInfo {
-	return RequestInfo{Method: c.method, Host: string(c.rh.host), Path: c.path, Proto: "HTTP/1.1", RemoteAddr: c.remoteAddr}
+	if string(c.rh.host) != c.host {
+		c.host = string(c.rh.host)
+	}
+	return RequestInfo{Method: c.method, Host: c.host, Path: c.path, Proto: "HTTP/1.1", RemoteAddr: c.remoteAddr}
 }
 
 // targetPath returns the path of an origin-form target: up to the query.
@@ -469,11 +472,6 @@ func (c *fastConn) serveRequest(headLen int) bool {
 	rh := &c.rh
 	c.method = methodString(rh.method)
 	c.path = requestPath(rh.target)
-	if h.observer != nil {
-		if string(rh.host) != c.host {
-			c.host = string(rh.host)
-		}
-	}
 	if code, msg := h.refuse(c.method); code != 0 {
 		return c.writeError(code, msg, !c.skipRequest(headLen, int64(c.br.Buffered()-headLen) >= rh.contentLength))
 	}
@@ -481,13 +479,13 @@ func (c *fastConn) serveRequest(headLen int) bool {
 	if u == nil {
 		// Route never goes back to nil, and fast() saw an upstream.
 		c.br.Discard(headLen)
-		return c.writeError(http.StatusServiceUnavailable, "503 Service Unavailable: no app is routed yet", true)
+		return c.writeError(http.StatusServiceUnavailable, msgNotRouted, true)
 	}
 	start := time.Now()
 	status, keep := c.forward(&u, headLen, start)
 	u.release()
 	if h.observer != nil {
-		c.observe(u, status, time.Since(start))
+		h.observer.RequestDone(u, c.requestInfo(), status, time.Since(start))
 	}
 	return keep
 }
@@ -503,41 +501,29 @@ func (c *fastConn) forward(u **Upstream, headLen int, start time.Time) (status i
 	// once the answer is in, so that a retry can send it again. A longer
 	// one streams from its own goroutine once the head is out.
 	inline := cl == 0 || int64(c.br.Buffered()-headLen) >= cl
-	replay := cl == 0 && (idempotentMethod(string(rh.method)) || c.hasIdempotencyKey())
+	replay := replayable(c.method, cl > 0, c.hasIdempotencyKey())
 	var (
-		retryDeadline time.Time
-		backoff       = 5 * time.Millisecond
-		fresh         bool // the next attempt dials
-		bodyDone      chan error
+		retry    = dialRetry{h: h}
+		fresh    bool // the next attempt dials
+		bodyDone chan error
 	)
 	for {
 		uc, err := c.upstreamConn(*u, fresh)
 		if err != nil {
-			if isDialError(err) && h.retryTimeout >= 0 {
-				if h.observer != nil {
-					h.observer.UpstreamError(*u, "dial", true)
-				}
-				if retryDeadline.IsZero() {
-					retryDeadline = start.Add(h.retryTimeout)
-				}
-				if next := h.acquire(); next != *u {
-					// Another app is live now: go there, and stop counting
-					// on this one, so that its drain does not wait for us.
-					h.logger.Debug("retrying request that reached no app", "from", (*u).name, "to", next.name, "err", err)
-					(*u).inFlight.Add(-1)
-					*u = next
-					fresh = false
-					continue
-				} else {
-					next.inFlight.Add(-1)
-				}
-				if time.Now().Add(backoff).Before(retryDeadline) {
-					time.Sleep(backoff)
-					backoff = min(backoff*2, 200*time.Millisecond)
-					continue
-				}
+			// The fast path has no signal of a client gone while it
+			// waits (nil); at worst it writes its 502 to a closed socket.
+			next, ok := retry.next(*u, err, nil)
+			if !ok {
+				return c.upstreamFailed(*u, err, c.skipRequest(headLen, inline))
 			}
-			return c.upstreamFailed(*u, err, c.skipRequest(headLen, inline))
+			if next != *u {
+				// Another app is live now: go there, and stop counting on
+				// this one, so that its drain does not wait for us.
+				(*u).inFlight.Add(-1)
+				*u = next
+				fresh = false
+			}
+			continue
 		}
 
 		c.writeRequestHead(uc.bw)
@@ -578,10 +564,7 @@ func (c *fastConn) forward(u **Upstream, headLen int, start time.Time) (status i
 			// The client left: nobody is left to answer, and the app's
 			// connection has been cut so that the app stops too.
 			uc.nc.Close()
-			if h.observer != nil {
-				h.observer.UpstreamError(*u, "canceled", false)
-			}
-			h.logger.Debug("client canceled request", "upstream", (*u).name, "path", c.path)
+			h.failure(*u, context.Canceled, c.requestInfo(), true)
 			c.br.Discard(headLen + int(cl))
 			return 0, false
 		}
@@ -999,26 +982,16 @@ func (c *fastConn) writeResponseHead(closeClient bool) {
 	bw.WriteString("\r\n")
 }
 
-// upstreamFailed reports a failed exchange with u as the errorHandler of the net/http path does, and
-// answers 502, or 504 for a timeout. bodyOK tells whether the client's
-// request was read whole; if not, the connection closes after the answer.
+// upstreamFailed answers a failed exchange with u as the policy says
+// (Handler.failure), and returns the status sent (0 if none) and whether
+// the connection stays open. bodyOK tells whether the client's request was
+// read whole; if not, the connection closes after the answer.
 func (c *fastConn) upstreamFailed(u *Upstream, err error, bodyOK bool) (int, bool) {
-	var be bodyError
-	if errors.As(err, &be) {
-		// The client's body broke off: nobody is left to answer.
-		c.h.logger.Debug("client stopped sending its request body", "path", c.path, "err", err)
+	code, msg := c.h.failure(u, err, c.requestInfo(), false)
+	if code == 0 {
 		return 0, false
 	}
-	kind := errorKind(err)
-	if c.h.observer != nil {
-		c.h.observer.UpstreamError(u, kind, false)
-	}
-	c.h.logger.Warn("upstream request failed", "upstream", u.name, "addr", u.addr,
-		"method", c.method, "path", c.path, "kind", kind, "err", err)
-	if kind == "timeout" {
-		return http.StatusGatewayTimeout, c.writeError(http.StatusGatewayTimeout, msgGatewayTimeout, !bodyOK)
-	}
-	return http.StatusBadGateway, c.writeError(http.StatusBadGateway, msgBadGateway, !bodyOK)
+	return code, c.writeError(code, msg, !bodyOK)
 }
 
 // writeError answers with a plain-text error, as http.Error does, and
@@ -1038,23 +1011,6 @@ func (c *fastConn) writeError(code int, msg string, closeConn bool) bool {
 	bw.WriteString(msg)
 	bw.WriteString("\n")
 	return bw.Flush() == nil && !closeConn
-}
-
-// observe tells the Observer about the finished request, through a
-// Request that holds what the Observer may read: method, host, path,
-// protocol and remote address. It is reused for the next request.
-func (c *fastConn) observe(u *Upstream, status int, d time.Duration) {
-	c.obsURL = url.URL{Path: c.path}
-	c.obs = http.Request{
-		Method:     c.method,
-		URL:        &c.obsURL,
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Host:       c.host,
-		RemoteAddr: c.remoteAddr,
-	}
-	c.h.observer.RequestDone(u, &c.obs, status, d)
 }
 
 // methodString returns m as a string, without allocating for the common
@@ -1104,8 +1060,10 @@ func requestPath(target []byte) string {
 // X-Idempotency-Key, which makes it replayable as in the transport's rule.
 func (c *fastConn) hasIdempotencyKey() bool {
 	for i := 0; i < c.rh.n; i++ {
-		if n := c.rh.fields[i].name; equalFold(n, "idempotency-key") || equalFold(n, "x-idempotency-key") {
-			return true
+		for _, k := range idempotencyKeysLower {
+			if equalFold(c.rh.fields[i].name, k) {
+				return true
+			}
 		}
 	}
 	return false

@@ -77,10 +77,9 @@ type Options struct {
 // must be safe for concurrent use.
 type Observer interface {
 	// RequestDone is called once per proxied request with the upstream that
-	// served it, the status written (0 if none) and the request's duration.
-	// r is valid only during the call: the fast path (FastServer) reuses
-	// it, and fills in only Method, URL.Path, Host, Proto and RemoteAddr.
-	RequestDone(u *Upstream, r *http.Request, status int, d time.Duration)
+	// served it, what the request was, the status written (0 if none) and
+	// the request's duration. Both front ends fill in every field of r.
+	RequestDone(u *Upstream, r RequestInfo, status int, d time.Duration)
 	// UpstreamError is called for each failed upstream round trip; kind is
 	// one of "dial", "reset", "timeout", "canceled", "other". retried tells
 	// whether the request was retried instead of failing.
@@ -152,7 +151,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		u = h.acquireSplit(s, w, r)
 	}
 	if u == nil {
-		http.Error(w, "503 Service Unavailable: no app is routed yet", http.StatusServiceUnavailable)
+		http.Error(w, msgNotRouted, http.StatusServiceUnavailable)
 		return
 	}
 	if h.observer == nil {
@@ -164,7 +163,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() {
 		u.release()
-		h.observer.RequestDone(u, r, sw.status, time.Since(start))
+		h.observer.RequestDone(u, requestInfo(r), sw.status, time.Since(start))
 	}()
 	u.proxy.ServeHTTP(sw, r)
 }
@@ -278,30 +277,16 @@ func (h *Handler) setForwarded(pr *httputil.ProxyRequest) {
 
 func (h *Handler) errorHandler(u *Upstream) func(http.ResponseWriter, *http.Request, error) {
 	return func(w http.ResponseWriter, r *http.Request, err error) {
-		kind := errorKind(err)
-		if h.observer != nil {
-			h.observer.UpstreamError(u, kind, false)
+		if code, msg := h.failure(u, err, requestInfo(r), r.Context().Err() != nil); code != 0 {
+			http.Error(w, msg, code)
 		}
-		if kind == "canceled" && r.Context().Err() != nil {
-			// The client went away; nobody is left to answer.
-			h.logger.Debug("client canceled request", "upstream", u.name, "path", r.URL.Path)
-			return
-		}
-		h.logger.Warn("upstream request failed", "upstream", u.name, "addr", u.addr,
-			"method", r.Method, "path", r.URL.Path, "kind", kind, "err", err)
-		if kind == "timeout" {
-			http.Error(w, msgGatewayTimeout, http.StatusGatewayTimeout)
-			return
-		}
-		http.Error(w, msgBadGateway, http.StatusBadGateway)
 	}
 }
 
-// The bodies of the proxy's own error answers, on both request paths.
-const (
-	msgBadGateway     = "502 Bad Gateway: the app is not answering"
-	msgGatewayTimeout = "504 Gateway Timeout: the app did not answer in time"
-)
+// requestInfo describes r to observers and logs.
+func requestInfo(r *http.Request) RequestInfo {
+	return RequestInfo{Method: r.Method, Host: r.Host, Path: r.URL.Path, Proto: r.Proto, RemoteAddr: r.RemoteAddr}
+}
 
 // retryTransport sends a request to its upstream and, if the request could
 // not be delivered at all (no connection to the app could be made), retries
@@ -395,67 +380,54 @@ func (t *retryTransport) roundTrip(req *http.Request) (*http.Response, error) {
 		req.Body = noCloseBody{body}
 	}
 	resp, err := t.u.transport.RoundTrip(req)
-	if err == nil || !isDialError(err) {
-		return resp, err
-	}
-	deadline := time.Now().Add(t.h.retryTimeout)
-	backoff := 5 * time.Millisecond
-	for {
-		if t.h.observer != nil {
-			t.h.observer.UpstreamError(t.u, "dial", true)
+	// t.u is counted in flight by ServeHTTP, which releases it at the end.
+	// On another upstream the request no longer waits on t.u's app, so its
+	// count moves there (back holds what to give back to t.u): a drain of
+	// t.u (a dead app, the usual reason to be here) must not wait for it.
+	retry := dialRetry{h: t.h}
+	var cur, back = t.u, (*Upstream)(nil)
+	for err != nil {
+		next, ok := retry.next(cur, err, req.Context().Done())
+		if !ok {
+			if cur != t.u {
+				releaseBack(cur, back)
+			}
+			if ctxErr := req.Context().Err(); ctxErr != nil && isDialError(err) {
+				return nil, ctxErr // the client left while the retry waited
+			}
+			return nil, err
 		}
-		live := t.h.acquire()
-		if live == t.u || live == nil {
-			// Nothing else to try yet: the live app is restarting or a
-			// swap is about to happen. Wait a little and try again.
-			if live != nil {
-				live.inFlight.Add(-1)
+		if next != cur { // next is counted in flight by retry.next
+			if cur != t.u {
+				cur.release()
 			}
-			if time.Now().Add(backoff).After(deadline) {
-				return nil, err
+			switch {
+			case next == t.u:
+				next.inFlight.Add(-1) // ServeHTTP's count is t.u's
+				if back != nil {
+					back.inFlight.Add(1)
+					back = nil
+				}
+			case back == nil:
+				back = t.u
+				back.inFlight.Add(-1)
 			}
-			select {
-			case <-req.Context().Done():
-				return nil, req.Context().Err()
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 200*time.Millisecond)
-			live = t.h.acquire()
-			if live == nil {
-				return nil, err
-			}
+			cur = next
 		}
-		t.h.logger.Debug("retrying request that reached no app", "from", t.u.name, "to", live.name, "err", err)
 		out := req
-		if live != t.u {
+		if cur != t.u {
 			out = req.Clone(req.Context())
-			out.URL.Host = live.addr
+			out.URL.Host = cur.addr
 			if body != nil {
 				out.Body = noCloseBody{body}
 			}
 		}
-		// On another upstream the request no longer waits on t.u's app, so
-		// it stops counting there: a drain of t.u (a dead app, the usual
-		// reason to be here) must not wait for it. ServeHTTP releases t.u
-		// at the end, so the count is taken back just before.
-		var back *Upstream
-		if live != t.u {
-			back = t.u
-			back.inFlight.Add(-1)
-		}
-		resp, err = live.transport.RoundTrip(out)
-		if err == nil {
-			resp.Body = releaseBody(resp.Body, live, back)
-			return resp, nil
-		}
-		if back != nil {
-			back.inFlight.Add(1)
-		}
-		live.release()
-		if !isDialError(err) {
-			return nil, err
-		}
+		resp, err = cur.transport.RoundTrip(out)
 	}
+	if cur != t.u {
+		resp.Body = releaseBody(resp.Body, cur, back)
+	}
+	return resp, nil
 }
 
 // releaseBody wraps an upstream response body so that u's in-flight count

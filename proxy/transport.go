@@ -580,7 +580,8 @@ const max1xx = 10
 
 func (c *upConn) readResponse(req *http.Request) (*http.Response, error) {
 	if _, err := c.br.Peek(1); err != nil {
-		if c.reused && c.written == nil && isConnClosed(err) && replayable(req) {
+		if c.reused && c.written == nil && isConnClosed(err) &&
+			replayable(req.Method, req.Body != nil && req.Body != http.NoBody, hasIdempotencyKey(req.Header)) {
 			// Not a byte of answer on a connection the app may have closed
 			// just as our request reached it (an idle timeout): it most
 			// likely never got to a handler, and sending it again is
@@ -630,28 +631,14 @@ func isConnClosed(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
-// idempotentMethod reports whether a request with method m may be sent
-// twice when it has no body (the fast path asks too).
-func idempotentMethod(m string) bool {
-	switch m {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		return true
+// hasIdempotencyKey reports whether h marks its request as safe to replay.
+func hasIdempotencyKey(h http.Header) bool {
+	for _, k := range idempotencyKeys {
+		if _, ok := h[k]; ok {
+			return true
+		}
 	}
 	return false
-}
-
-// replayable reports whether req may be sent twice: idempotent and without a
-// body, or marked with an idempotency key.
-func replayable(req *http.Request) bool {
-	if req.Body != nil && req.Body != http.NoBody {
-		return false
-	}
-	if req.Method == "" || idempotentMethod(req.Method) {
-		return true
-	}
-	_, k1 := req.Header["Idempotency-Key"]
-	_, k2 := req.Header["X-Idempotency-Key"]
-	return k1 || k2
 }
 
 // attachBody wraps resp.Body so that c goes back to the pool, or is closed,

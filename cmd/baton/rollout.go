@@ -57,7 +57,7 @@ func newTallyObserver(next proxy.Observer) *tallyObserver {
 	return &tallyObserver{next: next, tally: &switcher.Tally{}}
 }
 
-func (t *tallyObserver) RequestDone(u *proxy.Upstream, r *http.Request, status int, d time.Duration) {
+func (t *tallyObserver) RequestDone(u *proxy.Upstream, r proxy.RequestInfo, status int, d time.Duration) {
 	if t.tally.Armed() {
 		for c, up := range t.ups {
 			if up == u {

@@ -114,7 +114,7 @@ func (o *observability) serve(ln net.Listener) (stop func()) {
 // teeObserver tells two observers, in order.
 type teeObserver struct{ a, b proxy.Observer }
 
-func (t teeObserver) RequestDone(u *proxy.Upstream, r *http.Request, status int, d time.Duration) {
+func (t teeObserver) RequestDone(u *proxy.Upstream, r proxy.RequestInfo, status int, d time.Duration) {
 	t.a.RequestDone(u, r, status, d)
 	t.b.RequestDone(u, r, status, d)
 }
@@ -132,16 +132,16 @@ const maxLoggedPath = 512
 // Authorization or Cookie header never reaches the log.
 type accessLog struct{ logger *slog.Logger }
 
-func (a accessLog) RequestDone(u *proxy.Upstream, r *http.Request, status int, d time.Duration) {
+func (a accessLog) RequestDone(u *proxy.Upstream, r proxy.RequestInfo, status int, d time.Duration) {
 	remote := r.RemoteAddr
 	if host, _, err := net.SplitHostPort(remote); err == nil {
 		remote = host
 	}
-	path := r.URL.Path
+	path := r.Path
 	if len(path) > maxLoggedPath {
 		path = path[:maxLoggedPath] + "…"
 	}
-	a.logger.LogAttrs(r.Context(), slog.LevelInfo, "access",
+	a.logger.LogAttrs(context.Background(), slog.LevelInfo, "access",
 		slog.String("remote", remote),
 		slog.String("method", r.Method),
 		slog.String("host", r.Host),

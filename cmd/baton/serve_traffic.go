@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -35,7 +34,7 @@ func newTrafficCounts(next proxy.Observer) *trafficCounts {
 	return t
 }
 
-func (t *trafficCounts) RequestDone(u *proxy.Upstream, r *http.Request, status int, d time.Duration) {
+func (t *trafficCounts) RequestDone(u *proxy.Upstream, r proxy.RequestInfo, status int, d time.Duration) {
 	for i, up := range t.ups {
 		if up == u {
 			t.c[i].requests.Add(1)
