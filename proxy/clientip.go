@@ -11,6 +11,20 @@ import (
 // believed. Empty trusts nobody.
 type trustedProxies []netip.Prefix
 
+// trustedPeer returns the socket peer host (an IP address, as in
+// RemoteAddr) in canonical form if it is a trusted proxy, whose forwarding
+// fields are then believed; "" if it is not. Both front ends ask it.
+func (t trustedProxies) trustedPeer(host string) string {
+	if len(t) == 0 {
+		return ""
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil || !t.contains(a.Unmap()) {
+		return ""
+	}
+	return a.Unmap().String()
+}
+
 func (t trustedProxies) contains(a netip.Addr) bool {
 	for _, p := range t {
 		if p.Contains(a) {
@@ -31,11 +45,8 @@ func (h *Handler) clientIP(pr *httputil.ProxyRequest) string {
 	if err != nil {
 		return ""
 	}
-	if len(h.trusted) == 0 {
-		return host
-	}
-	peer, err := netip.ParseAddr(host)
-	if err != nil || !h.trusted.contains(peer.Unmap()) {
+	peer := h.trusted.trustedPeer(host)
+	if peer == "" {
 		return host
 	}
 	for _, k := range [...]string{"X-Forwarded-Proto", "X-Forwarded-Host"} {
@@ -43,7 +54,7 @@ func (h *Handler) clientIP(pr *httputil.ProxyRequest) string {
 			pr.Out.Header.Set(k, v)
 		}
 	}
-	return forwardedClient(pr.In.Header["X-Forwarded-For"], h.trusted, peer.Unmap().String())
+	return forwardedClient(pr.In.Header["X-Forwarded-For"], h.trusted, peer)
 }
 
 // forwardedClient walks X-Forwarded-For from the right (the entry the

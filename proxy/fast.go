@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"runtime/debug"
 	"sync"
@@ -394,12 +393,7 @@ func (c *fastConn) useHandler(h *Handler) {
 		return
 	}
 	c.h = h
-	c.trustedPeer = ""
-	if len(h.trusted) > 0 {
-		if a, err := netip.ParseAddr(c.peer); err == nil && h.trusted.contains(a.Unmap()) {
-			c.trustedPeer = a.Unmap().String()
-		}
-	}
+	c.trustedPeer = h.trusted.trustedPeer(c.peer)
 }
 
 // serveNoRoute answers 404 to a request no route claims, as Router does.

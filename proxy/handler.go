@@ -160,10 +160,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &statusWriter{ResponseWriter: w, served: u}
+	// retryTransport tells sw which upstream served the request in the
+	// end, so that the Observer hears of the one the fast path would name.
+	r = r.WithContext(context.WithValue(r.Context(), statusWriterKey{}, sw))
 	defer func() {
 		u.release()
-		h.observer.RequestDone(u, requestInfo(r), sw.status, time.Since(start))
+		h.observer.RequestDone(sw.served, requestInfo(r), sw.status, time.Since(start))
 	}()
 	u.proxy.ServeHTTP(sw, r)
 }
@@ -413,6 +416,9 @@ func (t *retryTransport) roundTrip(req *http.Request) (*http.Response, error) {
 				back.inFlight.Add(-1)
 			}
 			cur = next
+			if sw, ok := req.Context().Value(statusWriterKey{}).(*statusWriter); ok {
+				sw.served = cur
+			}
 		}
 		out := req
 		if cur != t.u {
@@ -500,7 +506,12 @@ func errorKind(err error) string {
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	served *Upstream // the upstream that answered, after any retry
 }
+
+// statusWriterKey is the request context key of an observed request's
+// statusWriter.
+type statusWriterKey struct{}
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 || w.status < 200 {

@@ -14,8 +14,10 @@ import (
 //   - Handler.refuse: requests baton answers itself (TRACE).
 //   - dropsRequestField: request header fields that never reach the app
 //     (names with "_"), beside the hop-by-hop fields both drop.
-//   - forwardedFor, Handler.realIP (clientip.go): X-Forwarded-For,
-//     -Host, -Proto and X-Real-IP, from the trusted proxies' rule.
+//   - trustedProxies.trustedPeer and forwardedClient (clientip.go):
+//     whose X-Forwarded-* fields are believed, and the client X-Real-IP
+//     names; both codecs then write X-Forwarded-For, -Host, -Proto and
+//     X-Real-IP from them.
 //   - Handler.acquire / acquireSplit: which upstream serves the request
 //     (live, or the canary's share) and the in-flight count a drain waits
 //     for.
@@ -26,6 +28,8 @@ import (
 //     connection closed under them without a byte of answer.
 //   - Handler.failure: what a failed exchange answers (502, or 504 for a
 //     timeout, or nothing when the client is gone), logs and counts.
+//   - Observer.RequestDone hears of the upstream that answered (after a
+//     retry, not the one that refused) with the same RequestInfo fields.
 //   - Handler.respTimeout (Options.UpstreamTimeout) bounds the wait for the
 //     answer's head on both; upstreamTimeoutError names it as the cause.
 

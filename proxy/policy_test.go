@@ -277,3 +277,26 @@ func serve(t *testing.T, f http.HandlerFunc) string {
 	t.Cleanup(srv.Close)
 	return srv.Listener.Addr().String()
 }
+
+// After a retry on another upstream, both front ends tell the Observer of
+// the upstream that answered, not of the one that refused.
+func TestPolicyObserverNamesTheUpstreamThatAnswered(t *testing.T) {
+	for _, fe := range []string{"fast path", "net/http"} {
+		obs := &policyObserver{}
+		h := NewHandler(Options{Observer: obs})
+		dead := mustUpstream(t, "blue", deadAddr(t))
+		live := mustUpstream(t, "green", serve(t, func(w http.ResponseWriter, r *http.Request) {}))
+		h.Route(dead)
+		time.AfterFunc(50*time.Millisecond, func() { h.Route(live) })
+		if code, _ := policyGet(t, policyFrontEnd(t, fe, h), "GET", "/", nil); code != 200 {
+			t.Fatalf("%s: got %d; want 200 from green", fe, code)
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for len(obs.requests()) == 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if r := obs.requests(); len(r) != 1 || r[0].u != live {
+			t.Errorf("%s: observer heard %+v; want one request served by green", fe, r)
+		}
+	}
+}
