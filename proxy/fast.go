@@ -61,9 +61,6 @@ type FastServer struct {
 	// ReadHeaderTimeout, IdleTimeout and ConnState also apply to the
 	// connections the fast path serves. Required.
 	Fallback *http.Server
-	// MaxBodyBytes: a request declaring a larger body goes to Fallback,
-	// whose edge.Guard refuses it. Zero or less means no limit.
-	MaxBodyBytes int64
 	// Draining, if set, is asked before each answer; while it returns true
 	// answers carry "Connection: close" and the connection is closed
 	// after them, as the graceful package's wrapper does for Fallback.
@@ -440,9 +437,6 @@ func (c *fastConn) fast() bool {
 	if h.split.Load() != nil || h.live.Load() == nil {
 		return false // the canary's cookies and the 503 are Fallback's
 	}
-	if m := c.s.MaxBodyBytes; m > 0 && c.rh.contentLength > m {
-		return false
-	}
 	return true
 }
 
@@ -468,6 +462,10 @@ func (c *fastConn) serveRequest(headLen int) bool {
 	c.path = requestPath(rh.target)
 	if code, msg := h.refuse(c.method); code != 0 {
 		return c.writeError(code, msg, !c.skipRequest(headLen, int64(c.br.Buffered()-headLen) >= rh.contentLength))
+	}
+	if h.bodyTooLarge(rh.contentLength) {
+		c.br.Discard(headLen) // and close rather than read the body
+		return c.writeError(http.StatusRequestEntityTooLarge, h.tooLarge, true)
 	}
 	u := h.acquire()
 	if u == nil {

@@ -68,6 +68,9 @@ type Options struct {
 	// off) drops them: app servers that map "-" and "_" to the same name
 	// (CGI, WSGI, Rack) would read X_Real_IP as X-Real-IP.
 	UnderscoresInHeaders bool
+	// MaxBodyBytes refuses request bodies larger than this with 413
+	// (bodylimit.go). Zero or negative means no limit.
+	MaxBodyBytes int64
 	// AllowTrace passes TRACE requests to the app. False (the default)
 	// answers them 405: TRACE echoes the request, cookies included.
 	AllowTrace bool
@@ -98,6 +101,8 @@ type Handler struct {
 	trusted      trustedProxies
 	underscores  bool // Options.UnderscoresInHeaders
 	allowTrace   bool // Options.AllowTrace
+	maxBody      int64  // Options.MaxBodyBytes
+	tooLarge     string // the 413's body, made once
 	bufPool      bufferPool
 	mu           sync.Mutex // serialises Route; never taken by requests
 }
@@ -113,6 +118,10 @@ func NewHandler(opts Options) *Handler {
 		trusted:      opts.TrustedProxies,
 		underscores:  opts.UnderscoresInHeaders,
 		allowTrace:   opts.AllowTrace,
+		maxBody:      opts.MaxBodyBytes,
+	}
+	if h.maxBody > 0 {
+		h.tooLarge = tooLargeMessage(h.maxBody)
 	}
 	if h.logger == nil {
 		h.logger = slog.New(slog.DiscardHandler)
@@ -142,6 +151,10 @@ func (h *Handler) Live() *Upstream { return h.live.Load() }
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if code, msg := h.refuse(r.Method); code != 0 {
 		http.Error(w, msg, code)
+		return
+	}
+	w, r, ok := h.limitBody(w, r)
+	if !ok {
 		return
 	}
 	var u *Upstream
@@ -280,9 +293,16 @@ func (h *Handler) setForwarded(pr *httputil.ProxyRequest) {
 
 func (h *Handler) errorHandler(u *Upstream) func(http.ResponseWriter, *http.Request, error) {
 	return func(w http.ResponseWriter, r *http.Request, err error) {
-		if code, msg := h.failure(u, err, requestInfo(r), r.Context().Err() != nil); code != 0 {
-			http.Error(w, msg, code)
+		code, msg := h.failure(u, err, requestInfo(r), r.Context().Err() != nil)
+		switch code {
+		case 0:
+			// No answer, and no empty 200 either: net/http closes the
+			// connection (resets an HTTP/2 stream), as the fast path does.
+			panic(http.ErrAbortHandler)
+		case http.StatusRequestEntityTooLarge:
+			w.Header().Set("Connection", "close") // the rest of the body is not read
 		}
+		http.Error(w, msg, code)
 	}
 }
 

@@ -140,11 +140,16 @@ func idempotentMethod(m string) bool {
 
 // failure decides the answer to a request whose exchange with u failed with
 // err: it counts the failure (Observer.UpstreamError) and logs it, and
-// returns the status and body to answer with: 504 for a timeout, else 502.
-// It returns 0 when nobody is left to answer: the client went away
-// (clientGone) or stopped sending its request body.
+// returns the status and body to answer with: 504 for a timeout, 413 for a
+// body the limit cut, else 502. It returns 0 when nobody is left to answer:
+// the client went away (clientGone) or stopped sending its request body;
+// the front end then closes the connection without an answer.
 func (h *Handler) failure(u *Upstream, err error, info RequestInfo, clientGone bool) (int, string) {
 	if errors.As(err, new(bodyError)) {
+		if errors.As(err, new(*http.MaxBytesError)) {
+			// The body limit cut a body of unknown length (bodylimit.go).
+			return http.StatusRequestEntityTooLarge, h.tooLarge
+		}
 		h.logger.Debug("client stopped sending its request body", "path", info.Path, "err", err)
 		return 0, ""
 	}

@@ -74,6 +74,7 @@ type serviceConfig struct {
 	NoStop          bool
 	RetryTimeout    time.Duration
 	UpstreamTimeout time.Duration
+	MaxBodySize     sizeFlag
 	Launch          launchConfig // deploys: --run, --ssh: serve_launch.go
 }
 
@@ -113,6 +114,7 @@ func (c *serviceConfig) switchFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.StopTimeout, "stop-timeout", switcher.DefaultStopTimeout, "time between SIGTERM and SIGKILL of the old app")
 	fs.BoolVar(&c.NoStop, "no-stop", false, "leave the old app running after the drain")
 	fs.DurationVar(&c.RetryTimeout, "retry-timeout", proxy.DefaultRetryTimeout, "how long to retry a request that reached no app (connection refused) before a 502; negative disables")
+	fs.Var(&c.MaxBodySize, "max-body-size", "refuse request bodies larger than this `size` with 413, e.g. 10m (0: no limit)")
 	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", 0, "answer 504 if the app has not sent its response headers this long after a request was sent to it (0: wait as long as the client does); response bodies are not bounded")
 }
 

@@ -89,7 +89,7 @@ func TestEverySizeFlagParsesTheSame(t *testing.T) {
 			t.Errorf("%q: %v", tc.in, err)
 			continue
 		}
-		got := []int64{int64(cfg.Launch.MaxArtifact), int64(cfg.Edge.MaxBodySize), int64(cfg.Edge.MaxHeaderBytes)}
+		got := []int64{int64(cfg.Launch.MaxArtifact), int64(cfg.MaxBodySize), int64(cfg.Edge.MaxHeaderBytes)}
 		for i, name := range []string{"--max-artifact-size", "--max-body-size", "--max-header-bytes"} {
 			if got[i] != tc.want {
 				t.Errorf("%s %s = %d; want %d", name, tc.in, got[i], tc.want)

@@ -33,7 +33,6 @@ type edgeConfig struct {
 	TLSCert, TLSKey   string
 	HTTPOnly          bool
 	TrustedProxies    []string
-	MaxBodySize       sizeFlag
 	MaxHeaderBytes    sizeFlag
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
@@ -57,7 +56,6 @@ func (c *edgeConfig) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key `file` for --tls-cert")
 	fs.BoolVar(&c.HTTPOnly, "http-only", false, "serve plain HTTP only, e.g. behind a load balancer that terminates TLS")
 	fs.StringSliceVar(&c.TrustedProxies, "trusted-proxies", nil, "`CIDR`s of proxies whose X-Forwarded-For/-Proto/-Host are believed (comma-separated or repeated)")
-	fs.Var(&c.MaxBodySize, "max-body-size", "refuse request bodies larger than this `size` with 413, e.g. 10m (0: no limit)")
 	fs.Var(&c.MaxHeaderBytes, "max-header-bytes", "refuse request headers larger than this `size` with 431")
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", edge.DefaultReadHeaderTimeout, "time a client has to send request headers (and finish TLS); stops slowloris")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", edge.DefaultIdleTimeout, "how long an idle keep-alive client connection is kept")
@@ -163,7 +161,7 @@ func startEdge(cfg serveConfig, rt *proxy.Router, logger *slog.Logger, listen fu
 	p := &publicEdge{lns: lns, certPoll: ec.certPoll}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	lim := edge.Limits{ReadHeaderTimeout: ec.ReadHeaderTimeout, IdleTimeout: ec.IdleTimeout, MaxHeaderBytes: int(ec.MaxHeaderBytes)}
-	app := edge.Guard(rt, int64(ec.MaxBodySize))
+	app := edge.Guard(rt)
 
 	var tlsConfig *tls.Config
 	httpHandler := app
@@ -204,7 +202,7 @@ func startEdge(cfg serveConfig, rt *proxy.Router, logger *slog.Logger, listen fu
 		// Plain HTTP serves the app (with TLS on it only redirects and
 		// answers ACME challenges): baton's own loop takes the common
 		// requests, net/http the rest. See proxy.FastServer.
-		plain.fast = &proxy.FastServer{Router: rt, Fallback: plain.srv, MaxBodyBytes: int64(ec.MaxBodySize)}
+		plain.fast = &proxy.FastServer{Router: rt, Fallback: plain.srv}
 	}
 	p.servers = append(p.servers, plain)
 	if tlsConfig != nil {
@@ -213,7 +211,7 @@ func startEdge(cfg serveConfig, rt *proxy.Router, logger *slog.Logger, listen fu
 			// HTTPS/1.1 connections on the fast path too, after the
 			// handshake; HTTP/2 and ACME's TLS-ALPN challenges go to
 			// net/http.
-			secure.fast = &proxy.FastServer{Router: rt, Fallback: secure.srv, MaxBodyBytes: int64(ec.MaxBodySize), TLS: true}
+			secure.fast = &proxy.FastServer{Router: rt, Fallback: secure.srv, TLS: true}
 		}
 		p.servers = append(p.servers, secure)
 	}

@@ -320,7 +320,7 @@ func (e *serviceEnv) build(spec registry.Spec) (*service, error) {
 	}
 	tally := newTallyObserver(e.obs.proxyObserver()) // for the judge of a canary or watch: rollout.go
 	traffic := newTrafficCounts(tally)
-	h := proxy.NewHandler(proxy.Options{Logger: logger, RetryTimeout: sc.RetryTimeout, UpstreamTimeout: sc.UpstreamTimeout,
+	h := proxy.NewHandler(proxy.Options{Logger: logger, RetryTimeout: sc.RetryTimeout, UpstreamTimeout: sc.UpstreamTimeout, MaxBodyBytes: int64(sc.MaxBodySize),
 		TrustedProxies: e.edge.trusted, Observer: traffic,
 		UnderscoresInHeaders: e.edge.Underscores, AllowTrace: e.edge.AllowTrace})
 	rt, err := newRouter(h, sc.Blue, sc.Green)

@@ -305,3 +305,40 @@ services:
 		}
 	}
 }
+
+// TestServicePerServiceBodyLimit gives one service a body limit of its
+// own, under a top-level one for the others: the same upload is refused
+// (413) by one and passes through the other, on both front ends.
+func TestServicePerServiceBodyLimit(t *testing.T) {
+	uploads, api := newPair(t, "uploads"), newPair(t, "api")
+	file := filepath.Join(t.TempDir(), "baton.yaml")
+	os.WriteFile(file, []byte(`no_stop: true
+max_body_size: 1k
+services:
+  uploads:
+    hosts: [uploads.example.com]
+    max_body_size: 10m
+`+uploads.yaml("")+`  api:
+    hosts: [api.example.com]
+`+api.yaml("")), 0o600)
+	for _, fast := range []string{"true", "false"} {
+		b := startServeArgs(t, "--config", file, "--fast-path="+fast)
+		for _, c := range []struct {
+			host string
+			code int
+		}{{"uploads.example.com", 200}, {"api.example.com", 413}} {
+			req, _ := http.NewRequest("POST", b.httpURL()+"/up", strings.NewReader(strings.Repeat("x", 5000)))
+			req.Host = c.host
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != c.code {
+				t.Errorf("fast path %s: POST of 5000 bytes to %s: %d %q; want %d", fast, c.host, resp.StatusCode, body, c.code)
+			}
+		}
+		b.stop()
+	}
+}
