@@ -7,7 +7,8 @@
 // reports ready. Only then does the old one stop accepting, finish its
 // requests in flight and exit. At any time there are at most two processes,
 // one upgrade runs at a time, and a new process that fails to start or never
-// becomes ready is killed while the old one keeps serving.
+// becomes ready is killed while the old one keeps serving, and so is any
+// process it left holding the listening sockets (leftovers_linux.go).
 //
 // Sockets are looked up in this order: inherited from a previous baton,
 // passed by systemd (LISTEN_FDS, matched by LISTEN_FDNAMES or by port),
@@ -23,10 +24,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
-	"github.com/batonproxy/baton/internal/tableflip"
+	"github.com/cloudflare/tableflip"
 )
 
 // DefaultTimeout bounds how long a new process may take to become ready.
@@ -47,6 +49,9 @@ var ErrInProgress = errors.New("an upgrade is already in progress")
 type Upgrader struct {
 	tf      *tableflip.Upgrader
 	systemd map[string]*os.File // by name ("http", "https", "admin") or address
+
+	mu        sync.Mutex
+	listeners []net.Listener // every socket Listen returned: what a new process inherits
 }
 
 // New returns an Upgrader. pidFile, if set, receives the PID of the process
@@ -83,6 +88,16 @@ func (u *Upgrader) Listen(name, addr string) (net.Listener, error) {
 		}
 		return ln, nil
 	}
+	ln, err := u.listen(name, addr)
+	if err == nil {
+		u.mu.Lock()
+		u.listeners = append(u.listeners, ln)
+		u.mu.Unlock()
+	}
+	return ln, err
+}
+
+func (u *Upgrader) listen(name, addr string) (net.Listener, error) {
 	ln, err := u.tf.Fds.Listener("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s listener %s: inherited socket: %w", name, addr, err)
@@ -139,6 +154,14 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 	err := u.tf.Upgrade()
 	if err != nil && strings.Contains(err.Error(), "in progress") {
 		return fmt.Errorf("%w", ErrInProgress)
+	}
+	if err != nil {
+		u.mu.Lock()
+		lns := u.listeners
+		u.mu.Unlock()
+		if killed := killLeftovers(lns); len(killed) > 0 {
+			err = fmt.Errorf("%w; killed %s, which the new binary left holding baton's listening sockets", err, strings.Join(killed, ", "))
+		}
 	}
 	return err
 }
