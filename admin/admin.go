@@ -47,6 +47,9 @@ type Config struct {
 	// Reload, if set, serves POST /v1/reload: read the config file again
 	// and apply it. Nil means this baton has no config file to reload.
 	Reload Reloader
+	// Stopper, if set, serves POST /v1/services/{name}/stop: stop the app
+	// instances of a service a reload removed.
+	Stopper ServiceStopper
 	// Warnings, if set, returns what the checks of baton's settings found
 	// that did not stop it (an SSH host out of reach), for status.
 	Warnings func() []string
@@ -91,6 +94,9 @@ func New(cfg Config, svcs Services) *Server {
 	}
 	s.mux.Handle("GET /v1/services", s.handle(s.listServices))
 	s.mux.Handle("POST /v1/reload", s.handle(s.reload))
+	if cfg.Stopper != nil {
+		s.mux.Handle("POST /v1/services/{name}/stop", s.handle(s.stopService))
+	}
 	if cfg.Upgrade != nil {
 		s.mux.Handle("POST /v1/upgrade", s.handle(s.upgrade))
 	}

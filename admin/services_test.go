@@ -474,3 +474,48 @@ func TestStickyCookieIsTheService(t *testing.T) {
 		t.Errorf("the default service's sticky cookie %q; want %q as before services", got, switcher.DefaultStickyCookie)
 	}
 }
+
+type fakeStopper struct {
+	removed []string
+	stopped []string
+}
+
+func (f *fakeStopper) StopService(ctx context.Context, name string, emit func(switcher.Event)) (int, error) {
+	if !slices.Contains(f.removed, name) {
+		return 0, fmt.Errorf("%w: %s", ErrNotRemoved, name)
+	}
+	emit(switcher.Event{Step: "stop", Message: "blue: pid 7 exited"})
+	f.stopped = append(f.stopped, name)
+	f.removed = slices.DeleteFunc(f.removed, func(s string) bool { return s == name })
+	return 1, nil
+}
+
+func (f *fakeStopper) Removed() []string { return f.removed }
+
+// POST /v1/services/{name}/stop stops a removed service's instances; a
+// configured service is refused (409) and an unknown one is a 404 listing
+// the removed ones.
+func TestStopRemovedService(t *testing.T) {
+	st := &fakeStopper{removed: []string{"blog"}}
+	svcs := newFakeServices(Service{Name: "shop", Controller: &fakeRoller{}})
+	srv := httptest.NewServer(New(Config{Token: "t", Stopper: st}, svcs))
+	defer srv.Close()
+	for _, c := range []struct {
+		name string
+		code int
+		want string
+	}{
+		{"shop", 409, "remove it from the config file"},
+		{"nope", 404, "not stopped yet are: blog"},
+		{"blog", 200, "stopped 1 app instance(s) of the removed service blog"},
+		{"blog", 404, "not stopped yet are: none"},
+	} {
+		code, body, _ := call(t, "POST", srv.URL+"/v1/services/"+c.name+"/stop", "t", "")
+		if code != c.code || !strings.Contains(body, c.want) {
+			t.Errorf("stop %s: %d %s; want %d and %q", c.name, code, body, c.code, c.want)
+		}
+	}
+	if !slices.Equal(st.stopped, []string{"blog"}) {
+		t.Errorf("stopped %v; want [blog]", st.stopped)
+	}
+}

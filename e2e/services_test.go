@@ -285,6 +285,26 @@ func TestServicesReloadUnderLoad(t *testing.T) {
 	if gone(adminPID) {
 		t.Errorf("reload stopped the removed service's app (pid %d); it is the operator's to stop", adminPID)
 	}
+	if !strings.Contains(out, "'baton service stop shop-admin' stops it") {
+		t.Errorf("reload output does not say how to stop the removed service's app:\n%s", out)
+	}
+	// 'baton service stop': refused for a configured service and an
+	// unknown one; stops the removed one's app, once.
+	for _, c := range []struct {
+		name string
+		code int
+		want string
+	}{
+		{"shop", 1, "remove it from the config file"},
+		{"nope", 2, "shop-admin"},
+		{"shop-admin", 0, "stopped 1 app instance(s) of the removed service shop-admin"},
+		{"shop-admin", 2, "none"},
+	} {
+		if out, code := b.cli("service", "stop", c.name); code != c.code || !strings.Contains(out, c.want) {
+			t.Errorf("baton service stop %s exited %d; want %d and %q:\n%s", c.name, code, c.code, c.want, out)
+		}
+	}
+	waitGone(t, adminPID, 10*time.Second)
 	// The new service is routed and deployable at once.
 	// Before its first deploy nothing listens on its live colour: baton
 	// answers itself (502 once the retries are spent), as a service given
@@ -476,3 +496,4 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+

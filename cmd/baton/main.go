@@ -39,13 +39,14 @@ Commands:
   rollback  bring back the version that was live before the last deploy or switch
   status    show the live colour, each app's health and the last switches, per service
   reload    make 'baton serve --config' apply its config file again: services added, changed, removed
-  demo      run a self-contained demo: two app versions, switches under load
+  service   'service stop NAME': stop the app instances of a service a reload removed
+  demo      run a self-contained demo: three services, deploys under load
   upgrade   replace the running baton with the binary now at its path, dropping nothing
   probe     send steady load at a URL and report what users saw (CI gate, timeline plot)
   version   print baton's version
 
 With several services (baton serve --config), deploy, switch, rollout,
-rollback and status take --service NAME (-s).
+rollback and status take --service NAME (-s); docs/services.md.
 
 Run 'baton <command> --help' for a command's flags.
 `
@@ -84,6 +85,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runStatus(ctx, rest, stdout, stderr)
 	case "reload":
 		err = runReload(ctx, rest, stdout, stderr)
+	case "service":
+		err = runService(ctx, rest, stdout, stderr)
 	case "probe":
 		err = runProbe(ctx, rest, stdout, stderr)
 	case "demo":

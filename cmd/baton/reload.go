@@ -89,7 +89,7 @@ func printReload(w io.Writer, rr admin.ReloadResponse) {
 			if in.Host != "" {
 				what += " on " + in.Host
 			}
-			fmt.Fprintf(w, "  %-10s   %s at %s is left running: stop it when you no longer need it\n", "", what, in.Addr)
+			fmt.Fprintf(w, "  %-10s   %s at %s is left running: 'baton service stop %s' stops it\n", "", what, in.Addr, s.Name)
 		}
 	}
 	list("unchanged", rr.Unchanged)

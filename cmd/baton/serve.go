@@ -258,11 +258,16 @@ func serve(ctx context.Context, cfg serveConfig, args []string, startedTopLevel 
 		su = &selfUpgrade{upg: upg, reg: reg, logger: logger}
 		admUpgrade = su
 	}
-	var reload admin.Reloader
+	var (
+		reload  admin.Reloader
+		stopper admin.ServiceStopper
+	)
 	if cfg.ConfigFile != "" {
-		reload = &configReloader{args: args, started: startedTopLevel, reg: reg, store: store}
+		removed := &removedServices{}
+		reload = &configReloader{args: args, started: startedTopLevel, reg: reg, store: store, removed: removed}
+		stopper = removed
 	}
-	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger, Metrics: obs.metrics.Handler(), Upgrade: admUpgrade, Reload: reload,
+	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger, Metrics: obs.metrics.Handler(), Upgrade: admUpgrade, Reload: reload, Stopper: stopper,
 		Warnings: func() []string { return warnings(reg) }},
 		adminServices{reg: reg, stateDir: store.Dir()}).NewHTTPServer()
 

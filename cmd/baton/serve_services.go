@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -443,6 +444,7 @@ type configReloader struct {
 	started map[string]string // topLevel at start
 	reg     *registry.Registry[*service]
 	store   *state.Store
+	removed *removedServices
 	mu      sync.Mutex // one reload at a time
 }
 
@@ -468,9 +470,19 @@ func (r *configReloader) Reload(ctx context.Context) (admin.ReloadReport, error)
 	if err != nil {
 		return admin.ReloadReport{}, err
 	}
+	before := map[string]*service{}
+	for _, e := range r.reg.List() {
+		before[e.Spec.Name] = e.Service
+	}
 	rep, err := r.reg.Apply(specs(scs))
 	if err != nil {
 		return admin.ReloadReport{}, err
+	}
+	for _, name := range rep.Added {
+		r.removed.forget(name) // back in the config: its new switcher owns its instances
+	}
+	for _, name := range rep.Removed {
+		r.removed.add(name, before[name])
 	}
 	out := admin.ReloadReport{File: cfg.ConfigFile, Added: rep.Added, Changed: rep.Changed, Unchanged: rep.Unchanged,
 		Rerouted: rep.Rerouted, NeedRestart: topLevelChanges(r.started, now)}
@@ -486,6 +498,54 @@ func (r *configReloader) Reload(ctx context.Context) (admin.ReloadReport, error)
 		out.Removed = append(out.Removed, rm)
 	}
 	return out, nil
+}
+
+// removedServices keeps the services a reload removed, with the switcher
+// that knows their app instances, until 'baton service stop' stops them
+// (admin.ServiceStopper). They are forgotten when baton restarts: their
+// instances are then in the state file only.
+type removedServices struct {
+	mu sync.Mutex
+	m  map[string]*service
+}
+
+func (r *removedServices) add(name string, s *service) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = map[string]*service{}
+	}
+	r.m[name] = s
+}
+
+func (r *removedServices) forget(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.m, name)
+}
+
+func (r *removedServices) StopService(ctx context.Context, name string, emit func(switcher.Event)) (int, error) {
+	r.mu.Lock()
+	s, ok := r.m[name]
+	r.mu.Unlock()
+	if !ok {
+		return 0, fmt.Errorf("%w: %s", admin.ErrNotRemoved, name)
+	}
+	n, err := s.sw.StopInstances(ctx, emit)
+	if err == nil {
+		r.mu.Lock()
+		if r.m[name] == s {
+			delete(r.m, name)
+		}
+		r.mu.Unlock()
+	}
+	return n, err
+}
+
+func (r *removedServices) Removed() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Sorted(maps.Keys(r.m))
 }
 
 // topLevel returns the values of the top-level settings in fs (those

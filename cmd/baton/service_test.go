@@ -339,3 +339,24 @@ func TestHelpNamesTheServiceFlag(t *testing.T) {
 		t.Errorf("baton reload --help: exit %d\n%s", code, out)
 	}
 }
+
+func TestServiceStopMisuse(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"service"}, exitUsage, "baton service stop NAME"},
+		{[]string{"service", "start", "shop"}, exitUsage, "baton service stop NAME"},
+		{[]string{"service", "stop"}, exitUsage, "want a service name"},
+		{[]string{"service", "stop", "--json"}, exitUsage, "want a service name"},
+		{[]string{"service", "stop", "shop", "api"}, exitUsage, `unexpected argument "api"`},
+		{[]string{"service", "stop", "--help"}, exitOK, "a reload leaves them running"},
+	} {
+		var out bytes.Buffer
+		code := run(context.Background(), tc.args, &out, &out)
+		if code != tc.code || !strings.Contains(out.String(), tc.want) {
+			t.Errorf("baton %v: exit %d, output:\n%s\nwant exit %d and %q", tc.args, code, out.String(), tc.code, tc.want)
+		}
+	}
+}
