@@ -297,7 +297,7 @@ func TestCanaryRollsBackOnItsOwn(t *testing.T) {
 	}
 	page, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{`baton_rollbacks_total{reason="error_rate"} 1`, `baton_rollouts_total{result="rolled_back"} 1`, `baton_canary_percent{color="blue"} 0`, `baton_canary_percent{color="green"} 0`} {
+	for _, want := range []string{`baton_rollbacks_total{reason="error_rate",service="default"} 1`, `baton_rollouts_total{result="rolled_back",service="default"} 1`, `baton_canary_percent{color="blue",service="default"} 0`, `baton_canary_percent{color="green",service="default"} 0`} {
 		if !strings.Contains(string(page), want) {
 			t.Errorf("metrics lack %s", want)
 		}

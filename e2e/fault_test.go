@@ -312,7 +312,7 @@ func TestFaultNewInstance(t *testing.T) {
 	if out, code := b.cli("status"); code != 0 || !strings.Contains(out, "blue answered") || !strings.Contains(out, "with 5xx") {
 		t.Errorf("status output does not show the 5xx answers:\n%s", out)
 	}
-	if n := metricValue(t, b, `baton_http_requests_total{code="5xx",color="blue",method="GET"}`); n < 10 {
+	if n := metricValue(t, b, `baton_http_requests_total{code="5xx",color="blue",method="GET",service="default"}`); n < 10 {
 		t.Errorf("metrics count %v 5xx GETs on blue; want at least 10", n)
 	}
 

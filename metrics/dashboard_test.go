@@ -50,8 +50,9 @@ func TestDashboardNamesExportedMetrics(t *testing.T) {
 	}
 
 	m := metrics.New(metrics.Options{})
-	m.Live(switcher.Blue, "v1")
-	m.RequestDone(mustUpstream(t, "blue"), proxy.RequestInfo{Method: "GET", Path: "/"}, 200, time.Millisecond)
+	svc := m.Service("default")
+	svc.Live(switcher.Blue, "v1")
+	svc.RequestDone(mustUpstream(t, "blue"), proxy.RequestInfo{Method: "GET", Path: "/"}, 200, time.Millisecond)
 	exported := map[string]bool{}
 	for name, mf := range scrape(t, m) {
 		exported[name] = true

@@ -1,16 +1,20 @@
 // Package metrics exports baton's Prometheus metrics on a registry of its own.
 //
-// The model: one Metrics value is both a proxy.Observer (told about every
-// proxied request and every failed upstream round trip, on the request path)
-// and a switcher.Observer (told about health checks, switches, deploys and
-// the live colour, on the control path). Handler serves the registry in the
+// The model: one Metrics value holds the registry and, per service of
+// baton, a Service that is both that service's proxy.Observer (told about
+// every proxied request and every failed upstream round trip, on the
+// request path) and its switcher.Observer (told about health checks,
+// switches, deploys and the live colour, on the control path); each series
+// carries the service's name. Metrics itself counts the requests no
+// service claims (proxy.NoRouteObserver). Handler serves the registry in the
 // Prometheus text format; cmd mounts it on the admin API and, if asked, on a
 // listener of its own.
 //
 // The request path is kept cheap: a request adds one to a counter in a fixed
 // array indexed by colour, method class and status class (an atomic add, no
 // map lookup, no label hashing, no allocation) and observes its duration in
-// a histogram child resolved per colour when the upstream is tracked. Those
+// a histogram child resolved per service and colour when the service is
+// created. Those
 // counters become Prometheus samples only when /metrics is scraped.
 //
 // Names follow the Prometheus conventions: a baton_ prefix, base units
@@ -73,49 +77,73 @@ type Options struct {
 	NoRuntimeCollectors bool
 }
 
-// Metrics holds baton's metrics. Create it with New and give it the two
-// upstreams with Track before the proxy serves. It is safe for concurrent
-// use.
+// Metrics holds baton's metrics: the registry, and one Service per service
+// of baton, which is what the proxy and the switcher of that service are
+// told about. Every series but baton_build_info and
+// baton_no_route_requests_total carries a service label. It is safe for
+// concurrent use.
 type Metrics struct {
 	reg *prometheus.Registry
 
-	// Request path. ups is written by Track before serving and only read
-	// afterwards.
-	ups      [2]*proxy.Upstream
+	mu       sync.Mutex // guards services; never taken on the request path
+	services map[string]*Service
+	noRoute  atomic.Uint64
+
+	// The vectors, by service first; each Service holds its children.
+	durVec        *prometheus.HistogramVec
+	healthVec     *prometheus.CounterVec
+	healthDurVec  *prometheus.HistogramVec
+	switches      *prometheus.CounterVec
+	deploys       *prometheus.CounterVec
+	lastDrain     *prometheus.GaugeVec
+	lastDrained   *prometheus.GaugeVec
+	lastAbandoned *prometheus.GaugeVec
+	lastDuration  *prometheus.GaugeVec
+	lastSwitch    *prometheus.GaugeVec
+	rollout       rolloutMetrics // see rollout.go
+}
+
+// Service is the metrics of one service. Create it with Metrics.Service
+// and give it the two upstreams with Track before the proxy serves.
+type Service struct {
+	name string
+
+	// Request path. ups is written by Track; a reload that changes the
+	// service tracks its new upstreams while the old ones finish requests.
+	ups      [2]atomic.Pointer[proxy.Upstream]
 	requests [2][nMethods][nCodes]atomic.Uint64
 	upErrors [2][nKinds]atomic.Uint64
 	retries  atomic.Uint64
 	duration [2]prometheus.Observer
-	durVec   *prometheus.HistogramVec
 
 	// Control path.
 	healthChecks  [2][2]prometheus.Counter // [colour][0 fail, 1 pass]
 	healthDur     [2]prometheus.Observer
-	switches      *prometheus.CounterVec
+	switches      *prometheus.CounterVec // by result
 	deploys       *prometheus.CounterVec
 	lastDrain     prometheus.Gauge
 	lastDrained   prometheus.Gauge
 	lastAbandoned prometheus.Gauge
 	lastDuration  prometheus.Gauge
 	lastSwitch    prometheus.Gauge
+	rollout       rolloutMetrics // curried to this service
 
 	liveMu      sync.Mutex
 	liveColor   string // "" until Live is first called
 	liveVersion string
-
-	rollout rolloutMetrics // see rollout.go
 }
 
 var (
-	_ proxy.Observer              = (*Metrics)(nil)
-	_ switcher.Observer           = (*Metrics)(nil)
-	_ switcher.LastSwitchObserver = (*Metrics)(nil)
+	_ proxy.Observer              = (*Service)(nil)
+	_ switcher.Observer           = (*Service)(nil)
+	_ switcher.LastSwitchObserver = (*Service)(nil)
+	_ proxy.NoRouteObserver       = (*Metrics)(nil)
 )
 
 // New returns Metrics registered on a new registry, with the Go and process
-// collectors unless opts says otherwise.
+// collectors unless opts says otherwise, and no service yet.
 func New(opts Options) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry()}
+	m := &Metrics{reg: prometheus.NewRegistry(), services: map[string]*Service{}}
 	if !opts.NoRuntimeCollectors {
 		m.reg.MustRegister(
 			collectors.NewGoCollector(),
@@ -138,64 +166,103 @@ func New(opts Options) *Metrics {
 
 	m.durVec = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "baton_http_request_duration_seconds",
-		Help:    "Time from receiving a proxied request to the end of its response, by the colour that served it.",
+		Help:    "Time from receiving a proxied request to the end of its response, by service and the colour that served it.",
 		Buckets: RequestDurationBuckets,
-	}, []string{"color"})
-	healthVec := prometheus.NewCounterVec(prometheus.CounterOpts{
+	}, []string{"service", "color"})
+	m.healthVec = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "baton_health_checks_total",
 		Help: "Health checks of each colour's app, from switches and from the background monitor, by result (pass or fail).",
-	}, []string{"color", "result"})
-	healthDurVec := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	}, []string{"service", "color", "result"})
+	m.healthDurVec = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "baton_health_check_duration_seconds",
 		Help:    "Duration of health checks of each colour's app.",
 		Buckets: HealthCheckDurationBuckets,
-	}, []string{"color"})
+	}, []string{"service", "color"})
 	m.switches = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "baton_switches_total",
 		Help: "Switches that started, by result (ok or failed). A failed switch left the old colour serving.",
-	}, []string{"result"})
+	}, []string{"service", "result"})
 	m.deploys = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "baton_deploys_total",
 		Help: "Deploys that started, by result (ok or failed).",
-	}, []string{"result"})
-	m.lastDrain = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "baton_last_switch_drain_seconds",
-		Help: "How long the last successful switch waited for the old colour's requests in flight to finish.",
-	})
-	m.lastDrained = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "baton_last_switch_drained_requests",
-		Help: "Requests in flight on the old colour right after the last successful switch's swap.",
-	})
-	m.lastAbandoned = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "baton_last_switch_abandoned_requests",
-		Help: "Requests still in flight on the old colour when the last successful switch's drain deadline passed; 0 on a clean drain.",
-	})
-	m.lastDuration = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "baton_last_switch_duration_seconds",
-		Help: "Duration of the last successful switch, health checks to stop of the old app.",
-	})
-	m.lastSwitch = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "baton_last_switch_timestamp_seconds",
-		Help: "Unix time at which the last successful switch finished (restored from the state file at start-up); 0 if none is recorded.",
-	})
-	m.reg.MustRegister(buildInfo, m.durVec, healthVec, healthDurVec, m.switches, m.deploys,
+	}, []string{"service", "result"})
+	gauge := func(name, help string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{"service"})
+	}
+	m.lastDrain = gauge("baton_last_switch_drain_seconds",
+		"How long the last successful switch waited for the old colour's requests in flight to finish.")
+	m.lastDrained = gauge("baton_last_switch_drained_requests",
+		"Requests in flight on the old colour right after the last successful switch's swap.")
+	m.lastAbandoned = gauge("baton_last_switch_abandoned_requests",
+		"Requests still in flight on the old colour when the last successful switch's drain deadline passed; 0 on a clean drain.")
+	m.lastDuration = gauge("baton_last_switch_duration_seconds",
+		"Duration of the last successful switch, health checks to stop of the old app.")
+	m.lastSwitch = gauge("baton_last_switch_timestamp_seconds",
+		"Unix time at which the last successful switch finished (restored from the state file at start-up); 0 if none is recorded.")
+	m.reg.MustRegister(buildInfo, m.durVec, m.healthVec, m.healthDurVec, m.switches, m.deploys,
 		m.lastDrain, m.lastDrained, m.lastAbandoned, m.lastDuration, m.lastSwitch, (*hotCollector)(m))
 	m.rollout = newRolloutMetrics(m.reg)
+	return m
+}
 
+// Service returns the metrics of the service called name, creating them
+// (every series at zero) on first use.
+func (m *Metrics) Service(name string) *Service {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s, ok := m.services[name]; ok {
+		return s
+	}
+	svc := prometheus.Labels{"service": name}
+	s := &Service{
+		name:          name,
+		switches:      m.switches.MustCurryWith(svc),
+		deploys:       m.deploys.MustCurryWith(svc),
+		lastDrain:     m.lastDrain.With(svc),
+		lastDrained:   m.lastDrained.With(svc),
+		lastAbandoned: m.lastAbandoned.With(svc),
+		lastDuration:  m.lastDuration.With(svc),
+		lastSwitch:    m.lastSwitch.With(svc),
+		rollout:       m.rollout.curry(svc),
+	}
 	for _, c := range switcher.Colors {
-		m.duration[c] = m.durVec.WithLabelValues(c.String())
-		m.healthChecks[c][0] = healthVec.WithLabelValues(c.String(), "fail")
-		m.healthChecks[c][1] = healthVec.WithLabelValues(c.String(), "pass")
-		m.healthDur[c] = healthDurVec.WithLabelValues(c.String())
+		s.duration[c] = m.durVec.WithLabelValues(name, c.String())
+		s.healthChecks[c][0] = m.healthVec.WithLabelValues(name, c.String(), "fail")
+		s.healthChecks[c][1] = m.healthVec.WithLabelValues(name, c.String(), "pass")
+		s.healthDur[c] = m.healthDurVec.WithLabelValues(name, c.String())
 	}
 	// Export the outcomes at zero from the start, so that rate() and
 	// alerts see a series before the first switch.
 	for _, r := range []string{"ok", "failed"} {
-		m.switches.WithLabelValues(r)
-		m.deploys.WithLabelValues(r)
+		s.switches.WithLabelValues(r)
+		s.deploys.WithLabelValues(r)
 	}
-	return m
+	s.rollout.zero()
+	m.services[name] = s
+	return s
 }
+
+// RemoveService stops exporting the service called name (a reload removed
+// it): its series are gone from the next scrape.
+func (m *Metrics) RemoveService(name string) {
+	m.mu.Lock()
+	delete(m.services, name)
+	m.mu.Unlock()
+	svc := prometheus.Labels{"service": name}
+	m.durVec.DeletePartialMatch(svc)
+	m.healthVec.DeletePartialMatch(svc)
+	m.healthDurVec.DeletePartialMatch(svc)
+	m.switches.DeletePartialMatch(svc)
+	m.deploys.DeletePartialMatch(svc)
+	for _, g := range []*prometheus.GaugeVec{m.lastDrain, m.lastDrained, m.lastAbandoned, m.lastDuration, m.lastSwitch} {
+		g.DeletePartialMatch(svc)
+	}
+	m.rollout.delete(svc)
+}
+
+// NoRoute implements proxy.NoRouteObserver: a request no service claims
+// counts in baton_no_route_requests_total.
+func (m *Metrics) NoRoute(proxy.RequestInfo, time.Duration) { m.noRoute.Add(1) }
 
 // Registry returns the registry the metrics are on, e.g. to add more.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
@@ -211,21 +278,20 @@ func (m *Metrics) Handler() http.Handler {
 	})
 }
 
-// Track tells m that u serves colour c: its requests are counted under
+// Track tells s that u serves colour c: its requests are counted under
 // c, and baton_upstream_in_flight_requests{color=c} reads u.InFlight. Call it
-// for both colours before the proxy serves; it is not safe for use
-// concurrently with requests. An untracked upstream is matched by its name
-// ("blue" or "green"); one with any other name is not counted.
-func (m *Metrics) Track(c switcher.Color, u *proxy.Upstream) {
-	m.ups[c] = u
+// for both colours before the proxy serves. An untracked upstream is matched
+// by its name ("blue" or "green"); one with any other name is not counted.
+func (s *Service) Track(c switcher.Color, u *proxy.Upstream) {
+	s.ups[c].Store(u)
 }
 
 // colorOf returns u's colour index, or -1.
-func (m *Metrics) colorOf(u *proxy.Upstream) int {
+func (s *Service) colorOf(u *proxy.Upstream) int {
 	switch {
-	case u == m.ups[switcher.Blue]:
+	case u == s.ups[switcher.Blue].Load():
 		return int(switcher.Blue)
-	case u == m.ups[switcher.Green]:
+	case u == s.ups[switcher.Green].Load():
 		return int(switcher.Green)
 	}
 	switch u.Name() {
@@ -238,81 +304,82 @@ func (m *Metrics) colorOf(u *proxy.Upstream) int {
 }
 
 // RequestDone implements proxy.Observer.
-func (m *Metrics) RequestDone(u *proxy.Upstream, r proxy.RequestInfo, status int, d time.Duration) {
-	c := m.colorOf(u)
+func (s *Service) RequestDone(u *proxy.Upstream, r proxy.RequestInfo, status int, d time.Duration) {
+	c := s.colorOf(u)
 	if c < 0 {
 		return
 	}
-	m.requests[c][methodClass(r.Method)][codeClass(status)].Add(1)
-	m.duration[c].Observe(d.Seconds())
+	s.requests[c][methodClass(r.Method)][codeClass(status)].Add(1)
+	s.duration[c].Observe(d.Seconds())
 }
 
 // UpstreamError implements proxy.Observer. Every failed round trip is
 // counted in baton_upstream_errors_total; the retried ones also in
 // baton_upstream_retries_total.
-func (m *Metrics) UpstreamError(u *proxy.Upstream, kind string, retried bool) {
+func (s *Service) UpstreamError(u *proxy.Upstream, kind string, retried bool) {
 	if retried {
-		m.retries.Add(1)
+		s.retries.Add(1)
 	}
-	c := m.colorOf(u)
+	c := s.colorOf(u)
 	if c < 0 {
 		return
 	}
-	m.upErrors[c][kindIndex(kind)].Add(1)
+	s.upErrors[c][kindIndex(kind)].Add(1)
 }
 
 // HealthCheck implements switcher.Observer.
-func (m *Metrics) HealthCheck(c switcher.Color, err error, d time.Duration) {
+func (s *Service) HealthCheck(c switcher.Color, err error, d time.Duration) {
 	pass := 0
 	if err == nil {
 		pass = 1
 	}
-	m.healthChecks[c][pass].Inc()
-	m.healthDur[c].Observe(d.Seconds())
+	s.healthChecks[c][pass].Inc()
+	s.healthDur[c].Observe(d.Seconds())
 }
 
 // SwitchDone implements switcher.Observer.
-func (m *Metrics) SwitchDone(res switcher.Result, err error) {
+func (s *Service) SwitchDone(res switcher.Result, err error) {
 	if err != nil {
-		m.switches.WithLabelValues("failed").Inc()
+		s.switches.WithLabelValues("failed").Inc()
 		return
 	}
-	m.switches.WithLabelValues("ok").Inc()
-	m.lastDrain.Set(res.DrainDuration.Seconds())
-	m.lastDrained.Set(float64(res.Drained))
-	m.lastAbandoned.Set(float64(res.Abandoned))
-	m.lastDuration.Set(res.Duration.Seconds())
-	m.lastSwitch.SetToCurrentTime()
+	s.switches.WithLabelValues("ok").Inc()
+	s.lastDrain.Set(res.DrainDuration.Seconds())
+	s.lastDrained.Set(float64(res.Drained))
+	s.lastAbandoned.Set(float64(res.Abandoned))
+	s.lastDuration.Set(res.Duration.Seconds())
+	s.lastSwitch.SetToCurrentTime()
 }
 
 // LastSwitch implements switcher.LastSwitchObserver: a restarted baton
 // exports the last switch's gauges from the state file.
-func (m *Metrics) LastSwitch(res switcher.Result, finished time.Time) {
-	m.lastDrain.Set(res.DrainDuration.Seconds())
-	m.lastDrained.Set(float64(res.Drained))
-	m.lastAbandoned.Set(float64(res.Abandoned))
-	m.lastDuration.Set(res.Duration.Seconds())
-	m.lastSwitch.Set(float64(finished.UnixNano()) / 1e9)
+func (s *Service) LastSwitch(res switcher.Result, finished time.Time) {
+	s.lastDrain.Set(res.DrainDuration.Seconds())
+	s.lastDrained.Set(float64(res.Drained))
+	s.lastAbandoned.Set(float64(res.Abandoned))
+	s.lastDuration.Set(res.Duration.Seconds())
+	s.lastSwitch.Set(float64(finished.UnixNano()) / 1e9)
 }
 
 // DeployDone implements switcher.Observer.
-func (m *Metrics) DeployDone(res switcher.Result, err error) {
+func (s *Service) DeployDone(res switcher.Result, err error) {
 	if err != nil {
-		m.deploys.WithLabelValues("failed").Inc()
+		s.deploys.WithLabelValues("failed").Inc()
 		return
 	}
-	m.deploys.WithLabelValues("ok").Inc()
+	s.deploys.WithLabelValues("ok").Inc()
 }
 
-// Live implements switcher.Observer: baton_live_info{color,version} is 1
-// for the live colour and its app version ("unknown" if not recorded).
-func (m *Metrics) Live(c switcher.Color, version string) {
+// Live implements switcher.Observer: baton_live_info{service,color,version}
+// is 1 for the live colour and its app version ("unknown" if not
+// recorded).
+func (s *Service) Live(c switcher.Color, version string) {
 	if version == "" {
 		version = "unknown"
 	}
-	m.liveMu.Lock()
-	m.liveColor, m.liveVersion = c.String(), version
-	m.liveMu.Unlock()
+	s.liveMu.Lock()
+	s.liveColor, s.liveVersion = c.String(), version
+	s.liveMu.Unlock()
 }
 
 func methodClass(method string) int {
@@ -357,25 +424,28 @@ func kindIndex(kind string) int {
 }
 
 // hotCollector turns the request-path counters, the upstreams' in-flight
-// counts and the live colour into samples at scrape time.
+// counts and the live colours into samples at scrape time.
 type hotCollector Metrics
 
 var (
 	requestsDesc = prometheus.NewDesc("baton_http_requests_total",
-		"Proxied requests by the colour that served them, method (other for uncommon ones) and status class (none: the client went away before any status).",
-		[]string{"color", "method", "code"}, nil)
+		"Proxied requests by service, the colour that served them, method (other for uncommon ones) and status class (none: the client went away before any status).",
+		[]string{"service", "color", "method", "code"}, nil)
 	inFlightDesc = prometheus.NewDesc("baton_upstream_in_flight_requests",
 		"Requests being proxied to each colour now, from before the upstream round trip to the end of the response body.",
-		[]string{"color"}, nil)
+		[]string{"service", "color"}, nil)
 	upErrorsDesc = prometheus.NewDesc("baton_upstream_errors_total",
 		"Failed round trips to each colour's app by kind (dial, reset, timeout, canceled, other), including those then retried.",
-		[]string{"color", "kind"}, nil)
+		[]string{"service", "color", "kind"}, nil)
 	retriesDesc = prometheus.NewDesc("baton_upstream_retries_total",
 		"Requests that reached no app (connection refused) and were sent again to the live colour instead of failing.",
-		nil, nil)
+		[]string{"service"}, nil)
 	liveDesc = prometheus.NewDesc("baton_live_info",
-		"Always 1; labels say which colour takes the traffic and which app version it runs.",
-		[]string{"color", "version"}, nil)
+		"Always 1; labels say which colour takes the service's traffic and which app version it runs.",
+		[]string{"service", "color", "version"}, nil)
+	noRouteDesc = prometheus.NewDesc("baton_no_route_requests_total",
+		"Requests no service claims (their host and path match no route): answered 404.",
+		nil, nil)
 )
 
 func (h *hotCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -384,35 +454,49 @@ func (h *hotCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- upErrorsDesc
 	ch <- retriesDesc
 	ch <- liveDesc
+	ch <- noRouteDesc
 }
 
 func (h *hotCollector) Collect(ch chan<- prometheus.Metric) {
+	h.mu.Lock()
+	services := make([]*Service, 0, len(h.services))
+	for _, s := range h.services {
+		services = append(services, s)
+	}
+	h.mu.Unlock()
+	for _, s := range services {
+		s.collect(ch)
+	}
+	ch <- prometheus.MustNewConstMetric(noRouteDesc, prometheus.CounterValue, float64(h.noRoute.Load()))
+}
+
+func (s *Service) collect(ch chan<- prometheus.Metric) {
 	for _, c := range switcher.Colors {
 		color := c.String()
 		// Only the combinations seen so far: 96 mostly-zero series per
 		// colour would bury the ones that matter.
 		for mi := range nMethods {
 			for ci := range nCodes {
-				if v := h.requests[c][mi][ci].Load(); v > 0 {
+				if v := s.requests[c][mi][ci].Load(); v > 0 {
 					ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(v),
-						color, methodClasses[mi], codeClasses[ci])
+						s.name, color, methodClasses[mi], codeClasses[ci])
 				}
 			}
 		}
-		if u := h.ups[c]; u != nil {
-			ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(u.InFlight()), color)
+		if u := s.ups[c].Load(); u != nil {
+			ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(u.InFlight()), s.name, color)
 		}
 		for ki := range nKinds {
-			ch <- prometheus.MustNewConstMetric(upErrorsDesc, prometheus.CounterValue, float64(h.upErrors[c][ki].Load()),
-				color, errorKinds[ki])
+			ch <- prometheus.MustNewConstMetric(upErrorsDesc, prometheus.CounterValue, float64(s.upErrors[c][ki].Load()),
+				s.name, color, errorKinds[ki])
 		}
 	}
-	ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(h.retries.Load()))
-	h.liveMu.Lock()
-	color, version := h.liveColor, h.liveVersion
-	h.liveMu.Unlock()
+	ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(s.retries.Load()), s.name)
+	s.liveMu.Lock()
+	color, version := s.liveColor, s.liveVersion
+	s.liveMu.Unlock()
 	if color != "" {
-		ch <- prometheus.MustNewConstMetric(liveDesc, prometheus.GaugeValue, 1, color, version)
+		ch <- prometheus.MustNewConstMetric(liveDesc, prometheus.GaugeValue, 1, s.name, color, version)
 	}
 }
 

@@ -79,7 +79,8 @@ func newStack(t *testing.T, opts metrics.Options, popts proxy.Options, blueAddr 
 	}
 
 	s := &stack{m: metrics.New(opts), store: store}
-	popts.Observer = s.m
+	svc := s.m.Service("default")
+	popts.Observer = svc
 	h := proxy.NewHandler(popts)
 	s.rt = &router{h: h}
 	for c, addr := range [2]string{blueAddr, greenAddr} {
@@ -88,13 +89,13 @@ func newStack(t *testing.T, opts metrics.Options, popts proxy.Options, blueAddr 
 			t.Fatal(err)
 		}
 		s.rt.ups[c] = u
-		s.m.Track(switcher.Color(c), u)
+		svc.Track(switcher.Color(c), u)
 	}
 	s.cfg = switcher.Config{
 		Addrs:          [2]string{blueAddr, greenAddr},
 		HealthInterval: 10 * time.Millisecond,
 		DrainTimeout:   5 * time.Second,
-		Observer:       s.m,
+		Observer:       svc,
 	}
 	s.sw, err = switcher.New(t.Context(), s.cfg, s.rt, health.New("", time.Second), nopStopper{}, store, nil)
 	if err != nil {
@@ -404,9 +405,10 @@ func TestUpstreamErrorsAndRetries(t *testing.T) {
 // renamed metric, which breaks dashboards and alerts, is a visible change.
 func TestMetricNames(t *testing.T) {
 	m := metrics.New(metrics.Options{})
-	m.HealthCheck(switcher.Blue, nil, time.Millisecond)
-	m.Live(switcher.Blue, "v1")
-	m.RequestDone(mustUpstream(t, "blue"), proxy.RequestInfo{Method: "GET", Path: "/"}, 200, time.Millisecond)
+	svc := m.Service("default")
+	svc.HealthCheck(switcher.Blue, nil, time.Millisecond)
+	svc.Live(switcher.Blue, "v1")
+	svc.RequestDone(mustUpstream(t, "blue"), proxy.RequestInfo{Method: "GET", Path: "/"}, 200, time.Millisecond)
 	mfs := scrape(t, m)
 	var lines []string
 	for name, mf := range mfs {
@@ -440,12 +442,13 @@ func TestMetricNames(t *testing.T) {
 // allocate.
 func TestRequestDoneAllocs(t *testing.T) {
 	m := metrics.New(metrics.Options{NoRuntimeCollectors: true})
+	svc := m.Service("default")
 	u := mustUpstream(t, "green")
-	m.Track(switcher.Green, u)
+	svc.Track(switcher.Green, u)
 	r := proxy.RequestInfo{Method: "POST", Path: "/"}
 	allocs := testing.AllocsPerRun(1000, func() {
-		m.RequestDone(u, r, 201, 3*time.Millisecond)
-		m.UpstreamError(u, "reset", false)
+		svc.RequestDone(u, r, 201, 3*time.Millisecond)
+		svc.UpstreamError(u, "reset", false)
 	})
 	if allocs != 0 {
 		t.Errorf("RequestDone+UpstreamError allocate %v times per call; want 0", allocs)
@@ -454,13 +457,14 @@ func TestRequestDoneAllocs(t *testing.T) {
 
 func BenchmarkRequestDone(b *testing.B) {
 	m := metrics.New(metrics.Options{NoRuntimeCollectors: true})
+	svc := m.Service("default")
 	u, _ := proxy.NewUpstream("blue", "127.0.0.1:1")
-	m.Track(switcher.Blue, u)
+	svc.Track(switcher.Blue, u)
 	r := proxy.RequestInfo{Method: "GET", Path: "/"}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			m.RequestDone(u, r, 200, time.Millisecond)
+			svc.RequestDone(u, r, 200, time.Millisecond)
 		}
 	})
 }
@@ -524,7 +528,7 @@ func TestLastSwitchRestoredAfterRestart(t *testing.T) {
 	// The next baton: a new Metrics and Switcher on the same state file.
 	m := metrics.New(metrics.Options{NoRuntimeCollectors: true})
 	cfg := s.cfg
-	cfg.Observer = m
+	cfg.Observer = m.Service("default")
 	if _, err := switcher.New(t.Context(), cfg, s.rt, health.New("", time.Second), nopStopper{}, s.store, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -546,4 +550,41 @@ func TestLastSwitchRestoredAfterRestart(t *testing.T) {
 	if ts, _ := value(t, after, "baton_last_switch_timestamp_seconds"); ts == 0 {
 		t.Error("baton_last_switch_timestamp_seconds is 0 after the restart")
 	}
+}
+
+// Two services are counted apart, and a removed one stops being exported;
+// requests no service claims are counted on their own.
+func TestServicesAreCountedApart(t *testing.T) {
+	m := metrics.New(metrics.Options{NoRuntimeCollectors: true})
+	shop, api := m.Service("shop"), m.Service("api")
+	shop.RequestDone(mustUpstream(t, "blue"), proxy.RequestInfo{Method: "GET"}, 200, time.Millisecond)
+	shop.RequestDone(mustUpstream(t, "blue"), proxy.RequestInfo{Method: "GET"}, 200, time.Millisecond)
+	api.RequestDone(mustUpstream(t, "green"), proxy.RequestInfo{Method: "POST"}, 502, time.Millisecond)
+	api.Live(switcher.Green, "2.0")
+	m.NoRoute(proxy.RequestInfo{}, 0)
+	if m.Service("shop") != shop {
+		t.Error("Service returned a new value for a known service")
+	}
+	mfs := scrape(t, m)
+	want(t, mfs, 2, "baton_http_requests_total", "service", "shop", "color", "blue", "method", "GET", "code", "2xx")
+	want(t, mfs, 1, "baton_http_requests_total", "service", "api", "color", "green", "method", "POST", "code", "5xx")
+	if got := sum(mfs, "baton_http_requests_total", "service", "api", "color", "blue"); got != 0 {
+		t.Errorf("api's blue counted %v requests; want 0", got)
+	}
+	want(t, mfs, 1, "baton_live_info", "service", "api", "color", "green", "version", "2.0")
+	want(t, mfs, 0, "baton_switches_total", "service", "shop", "result", "ok")
+	want(t, mfs, 1, "baton_no_route_requests_total")
+
+	m.RemoveService("shop")
+	mfs = scrape(t, m)
+	for name, mf := range mfs {
+		for _, s := range mf.Metric {
+			for _, l := range s.Label {
+				if l.GetName() == "service" && l.GetValue() == "shop" {
+					t.Errorf("%s still exports service shop after RemoveService", name)
+				}
+			}
+		}
+	}
+	want(t, mfs, 1, "baton_http_requests_total", "service", "api", "color", "green", "method", "POST", "code", "5xx")
 }

@@ -6,7 +6,7 @@ import (
 	"github.com/batonproxy/baton/switcher"
 )
 
-var _ switcher.RolloutObserver = (*Metrics)(nil)
+var _ switcher.RolloutObserver = (*Service)(nil)
 
 // rolloutMetrics are the canary's: its share, its outcomes and the
 // rollbacks by reason.
@@ -28,17 +28,31 @@ func newRolloutMetrics(reg prometheus.Registerer) rolloutMetrics {
 		canaryPercent: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "baton_canary_percent",
 			Help: "Share of requests (0-100) the canary colour takes, besides allow-listed ones; 0 for both colours when no canary runs.",
-		}, []string{"color"}),
+		}, []string{"service", "color"}),
 		rollouts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "baton_rollouts_total",
 			Help: "Canary rollouts that ended, by result (promoted, aborted by command, rolled_back by the judge or an exit, failed before the canary took traffic).",
-		}, []string{"result"}),
+		}, []string{"service", "result"}),
 		rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "baton_rollbacks_total",
 			Help: "Times traffic went back to the old version: during a canary or a watch, by reason (error_rate, latency, exited, command), and by 'baton rollback' (command).",
-		}, []string{"reason"}),
+		}, []string{"service", "reason"}),
 	}
 	reg.MustRegister(m.canaryPercent, m.rollouts, m.rollbacks)
+	return m
+}
+
+// curry returns the vectors of one service (labels: its service label).
+func (m rolloutMetrics) curry(svc prometheus.Labels) rolloutMetrics {
+	return rolloutMetrics{
+		canaryPercent: m.canaryPercent.MustCurryWith(svc),
+		rollouts:      m.rollouts.MustCurryWith(svc),
+		rollbacks:     m.rollbacks.MustCurryWith(svc),
+	}
+}
+
+// zero exports a service's series at zero.
+func (m rolloutMetrics) zero() {
 	for _, c := range switcher.Colors {
 		m.canaryPercent.WithLabelValues(c.String())
 	}
@@ -48,19 +62,25 @@ func newRolloutMetrics(reg prometheus.Registerer) rolloutMetrics {
 	for _, r := range rolloutResults {
 		m.rollouts.WithLabelValues(r)
 	}
-	return m
+}
+
+// delete removes a service's series.
+func (m rolloutMetrics) delete(svc prometheus.Labels) {
+	m.canaryPercent.DeletePartialMatch(svc)
+	m.rollouts.DeletePartialMatch(svc)
+	m.rollbacks.DeletePartialMatch(svc)
 }
 
 // CanaryPercent implements switcher.RolloutObserver.
-func (m *Metrics) CanaryPercent(c switcher.Color, percent int) {
-	m.rollout.canaryPercent.WithLabelValues(c.String()).Set(float64(percent))
+func (s *Service) CanaryPercent(c switcher.Color, percent int) {
+	s.rollout.canaryPercent.WithLabelValues(c.String()).Set(float64(percent))
 	if percent > 0 {
-		m.rollout.canaryPercent.WithLabelValues(c.Other().String()).Set(0)
+		s.rollout.canaryPercent.WithLabelValues(c.Other().String()).Set(0)
 	}
 }
 
 // Rollback implements switcher.RolloutObserver.
-func (m *Metrics) Rollback(reason string) { m.rollout.rollbacks.WithLabelValues(reason).Inc() }
+func (s *Service) Rollback(reason string) { s.rollout.rollbacks.WithLabelValues(reason).Inc() }
 
 // RolloutDone implements switcher.RolloutObserver.
-func (m *Metrics) RolloutDone(result string) { m.rollout.rollouts.WithLabelValues(result).Inc() }
+func (s *Service) RolloutDone(result string) { s.rollout.rollouts.WithLabelValues(result).Inc() }

@@ -226,7 +226,7 @@ func serve(ctx context.Context, cfg serveConfig, args []string, startedTopLevel 
 	}
 	// Every request is routed by one table (host, then path) to its
 	// service; the registry builds the services and swaps the table.
-	router := proxy.NewRouter(nil, logger, nil)
+	router := proxy.NewRouter(nil, logger, obs.metrics)
 	env := &serviceEnv{ctx: ctx, edge: cfg.Edge, store: store, obs: obs, logger: logger}
 	reg := registry.New(router, env.build)
 	if _, err := reg.Apply(specs(services)); err != nil {
@@ -264,7 +264,7 @@ func serve(ctx context.Context, cfg serveConfig, args []string, startedTopLevel 
 	)
 	if cfg.ConfigFile != "" {
 		removed := &removedServices{}
-		reload = &configReloader{args: args, started: startedTopLevel, reg: reg, store: store, removed: removed}
+		reload = &configReloader{args: args, started: startedTopLevel, reg: reg, store: store, removed: removed, metrics: obs.metrics}
 		stopper = removed
 	}
 	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger, Metrics: obs.metrics.Handler(), Upgrade: admUpgrade, Reload: reload, Stopper: stopper,

@@ -50,19 +50,19 @@ func newObservability(cfg observeConfig, logger *slog.Logger) (*observability, e
 	}, nil
 }
 
-// proxyObserver returns the observer for the proxy: the metrics, and the
-// access log if asked for.
-func (o *observability) proxyObserver() proxy.Observer {
+// proxyObserver returns the observer for the proxy of a service: its
+// metrics, and the access log if asked for.
+func (o *observability) proxyObserver(m *metrics.Service) proxy.Observer {
 	if !o.cfg.AccessLog {
-		return o.metrics
+		return m
 	}
-	return teeObserver{o.metrics, accessLog{o.logger}}
+	return teeObserver{m, accessLog{o.logger}}
 }
 
-// track tells the metrics which upstream is which colour.
-func (o *observability) track(rt *router) {
+// track tells a service's metrics which upstream is which colour.
+func track(m *metrics.Service, rt *router) {
 	for c, u := range rt.ups {
-		o.metrics.Track(switcher.Color(c), u)
+		m.Track(switcher.Color(c), u)
 	}
 }
 

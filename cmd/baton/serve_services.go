@@ -17,6 +17,7 @@ import (
 	"github.com/batonproxy/baton/admin"
 	"github.com/batonproxy/baton/config"
 	"github.com/batonproxy/baton/health"
+	"github.com/batonproxy/baton/metrics"
 	"github.com/batonproxy/baton/proxy"
 	"github.com/batonproxy/baton/registry"
 	"github.com/batonproxy/baton/state"
@@ -319,7 +320,8 @@ func (e *serviceEnv) build(spec registry.Spec) (*service, error) {
 	if sc.Name != state.DefaultService {
 		logger = logger.With("service", sc.Name)
 	}
-	tally := newTallyObserver(e.obs.proxyObserver()) // for the judge of a canary or watch: rollout.go
+	ms := e.obs.metrics.Service(sc.Name)
+	tally := newTallyObserver(e.obs.proxyObserver(ms)) // for the judge of a canary or watch: rollout.go
 	traffic := newTrafficCounts(tally)
 	h := proxy.NewHandler(proxy.Options{Logger: logger, RetryTimeout: sc.RetryTimeout, UpstreamTimeout: sc.UpstreamTimeout, MaxBodyBytes: int64(sc.MaxBodySize),
 		TrustedProxies: e.edge.trusted, Observer: traffic,
@@ -331,7 +333,7 @@ func (e *serviceEnv) build(spec registry.Spec) (*service, error) {
 	rt.traffic = traffic
 	traffic.ups = rt.ups
 	tally.ups = rt.ups
-	e.obs.track(rt)
+	track(ms, rt)
 	sw, err := switcher.New(e.ctx, switcher.Config{
 		Addrs:          [2]string{sc.Blue, sc.Green},
 		HealthPasses:   sc.HealthPasses,
@@ -340,7 +342,7 @@ func (e *serviceEnv) build(spec registry.Spec) (*service, error) {
 		DrainTimeout:   sc.DrainTimeout,
 		StopTimeout:    sc.StopTimeout,
 		NoStop:         sc.NoStop,
-		Observer:       e.obs.metrics,
+		Observer:       ms,
 	}, rt, health.New(sc.HealthPath, sc.HealthTimeout), sc.Launch.stopper(), e.store.Service(sc.Name), logger)
 	if err != nil {
 		return nil, err
@@ -445,7 +447,8 @@ type configReloader struct {
 	reg     *registry.Registry[*service]
 	store   *state.Store
 	removed *removedServices
-	mu      sync.Mutex // one reload at a time
+	metrics *metrics.Metrics // a removed service stops being exported
+	mu      sync.Mutex       // one reload at a time
 }
 
 func (r *configReloader) Reload(ctx context.Context) (admin.ReloadReport, error) {
@@ -483,6 +486,7 @@ func (r *configReloader) Reload(ctx context.Context) (admin.ReloadReport, error)
 	}
 	for _, name := range rep.Removed {
 		r.removed.add(name, before[name])
+		r.metrics.RemoveService(name)
 	}
 	out := admin.ReloadReport{File: cfg.ConfigFile, Added: rep.Added, Changed: rep.Changed, Unchanged: rep.Unchanged,
 		Rerouted: rep.Rerouted, NeedRestart: topLevelChanges(r.started, now)}

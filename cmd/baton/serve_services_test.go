@@ -90,6 +90,25 @@ services:
 		}
 	}
 
+	// Each service's requests are its own series; the unknown host counts
+	// as a request no service claims.
+	mresp, err := http.Get(b.adminURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	for _, want := range []string{
+		`baton_http_requests_total{code="2xx",color="blue",method="GET",service="shop"} 3`,
+		`baton_http_requests_total{code="2xx",color="blue",method="GET",service="api"} 1`,
+		`baton_http_requests_total{code="2xx",color="blue",method="GET",service="shop-admin"} 1`,
+		`baton_no_route_requests_total 1`,
+	} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
 	resp, err := http.Get(b.adminURL() + "/v1/services")
 	if err != nil {
 		t.Fatal(err)
