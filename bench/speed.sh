@@ -30,6 +30,10 @@
 #                       FLAG=--x=y passes a flag instead, e.g.
 #                       "nethttp:bench/out/baton:FLAG=--fast-path=false"
 #   SCENARIOS           subset of "small big post p99" [all four]
+#   SERVICES [0]        N > 0 adds "nginx N sites" (N server {} blocks, one
+#                       upstream each) and "baton N services" (a config file
+#                       with N services, one per host), both sent the Host of
+#                       the middle one, beside the one-app nginx and baton
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -149,11 +153,85 @@ NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 wait_ok "http://127.0.0.1:$NGINX_PORT/"
 
-# Targets: name, port, pid of the process whose peak RSS is reported.
+# Targets: name, port, pid of the process whose peak RSS is reported, and
+# the Host header to send (empty: the address).
 T_NAMES=("app direct" nginx)
 T_PORTS=("$APP_PORT" "$NGINX_PORT")
 T_PIDS=("" "$NGINX_PID")
 T_CPUPIDS=("$APP_PID" "$NGINX_PID")
+T_HOSTS=("" "")
+
+SERVICES=${SERVICES:-0}
+if [ "$SERVICES" -gt 0 ]; then
+	# N sites, the request's host in the middle of them, every one proxied
+	# like the one-app config above.
+	TARGET_HOST="s$(((SERVICES + 1) / 2)).example.com"
+	NGXN=$OUT/nginx-sites
+	NGINXN_PORT=$((PORT_BASE + 181))
+	rm -rf "$NGXN"
+	mkdir -p "$NGXN/logs" "$NGXN/tmp"
+	{
+		sed -e "s#$NGX#$NGXN#g" -e '/upstream app_live/,$d' "$NGX/nginx.conf"
+		for k in $(seq "$SERVICES"); do
+			cat <<SITE
+    upstream s$k {
+        server 127.0.0.1:$APP_PORT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$NGINXN_PORT;
+        server_name s$k.example.com;
+        location / {
+            proxy_pass http://s$k;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Real-IP \$remote_addr;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+        }
+    }
+SITE
+		done
+		echo "}"
+	} >"$NGXN/nginx.conf"
+	"$NGINX" -p "$NGXN" -c "$NGXN/nginx.conf" -e "$NGXN/logs/error.log" &
+	pid=$!
+	PIDS+=("$pid")
+	curl -fsS -o /dev/null --retry 50 --retry-delay 0 --retry-connrefused -H "Host: $TARGET_HOST" "http://127.0.0.1:$NGINXN_PORT/"
+	T_NAMES+=("nginx $SERVICES sites")
+	T_PORTS+=("$NGINXN_PORT")
+	T_PIDS+=("$pid")
+	T_CPUPIDS+=("$pid")
+	T_HOSTS+=("$TARGET_HOST")
+
+	# baton's services: each needs apps of its own, so all but the target
+	# point at ports where nothing listens (never asked).
+	BN=$OUT/baton-services
+	rm -rf "$BN"
+	mkdir -p "$BN/state"
+	{
+		echo "no_stop: true"
+		echo "services:"
+		for k in $(seq "$SERVICES"); do
+			blue=$((PORT_BASE + 1000 + 2 * k))
+			[ "s$k.example.com" = "$TARGET_HOST" ] && blue=$APP_PORT
+			printf '  s%d:\n    hosts: [s%d.example.com]\n    blue: 127.0.0.1:%d\n    green: 127.0.0.1:%d\n' \
+				"$k" "$k" "$blue" $((PORT_BASE + 1001 + 2 * k))
+		done
+	} >"$BN/baton.yaml"
+	BATONN_PORT=$((PORT_BASE + 279))
+	"$OUT/baton" serve --config "$BN/baton.yaml" --http "127.0.0.1:$BATONN_PORT" --admin "127.0.0.1:$((PORT_BASE + 379))" \
+		--state-dir "$BN/state" --log-level warn >"$OUT/baton-services.log" 2>&1 &
+	pid=$!
+	PIDS+=("$pid")
+	curl -fsS -o /dev/null --retry 50 --retry-delay 0 --retry-connrefused -H "Host: $TARGET_HOST" "http://127.0.0.1:$BATONN_PORT/"
+	T_NAMES+=("baton $SERVICES services")
+	T_PORTS+=("$BATONN_PORT")
+	T_PIDS+=("$pid")
+	T_CPUPIDS+=("$pid")
+	T_HOSTS+=("$TARGET_HOST")
+fi
 
 if [ "$HAPROXY" = 1 ]; then
 	HAP=$OUT/haproxy
@@ -187,6 +265,7 @@ EOF
 	T_PORTS+=("$HAPROXY_PORT")
 	T_PIDS+=("$pid")
 	T_CPUPIDS+=("$pid")
+	T_HOSTS+=("")
 fi
 
 i=0
@@ -214,6 +293,7 @@ for v in $BATON_VARIANTS; do
 	T_PORTS+=("$port")
 	T_PIDS+=("$pid")
 	T_CPUPIDS+=("$pid")
+	T_HOSTS+=("")
 done
 N=${#T_NAMES[@]}
 
@@ -238,6 +318,7 @@ run_wrk() { # scenario, target index, round
 	post) args=(-c16 -s "$OUT/post.lua" "$url/echo") ;;
 	p99) args=(-c10 --latency "$url/") ;;
 	esac
+	[ -n "${T_HOSTS[$t]}" ] && args+=(-H "Host: ${T_HOSTS[$t]}")
 	t0=$(cpu_ticks "${T_CPUPIDS[$t]}")
 	out=$(wrk -t"$THREADS" -d"${DURATION}s" "${args[@]}" 2>&1)
 	t1=$(cpu_ticks "${T_CPUPIDS[$t]}")
@@ -313,6 +394,7 @@ errors() {
 if [ "$LATENCY" = 1 ]; then
 	lat_args=(--direct "127.0.0.1:$APP_PORT" --rate "$LAT_RATE" --duration "${LAT_DURATION}s" --rounds "$ROUNDS")
 	for t in $(seq 1 $((N - 1))); do
+		[ -n "${T_HOSTS[$t]}" ] && continue # the latency client sends no Host of ours
 		lat_args+=(--proxy "${T_NAMES[$t]}=127.0.0.1:${T_PORTS[$t]}")
 	done
 	echo
