@@ -496,4 +496,3 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
-

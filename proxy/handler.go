@@ -99,8 +99,8 @@ type Handler struct {
 	respTimeout  time.Duration // Options.UpstreamTimeout
 	observer     Observer
 	trusted      trustedProxies
-	underscores  bool // Options.UnderscoresInHeaders
-	allowTrace   bool // Options.AllowTrace
+	underscores  bool   // Options.UnderscoresInHeaders
+	allowTrace   bool   // Options.AllowTrace
 	maxBody      int64  // Options.MaxBodyBytes
 	tooLarge     string // the 413's body, made once
 	bufPool      bufferPool
