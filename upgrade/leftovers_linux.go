@@ -39,8 +39,11 @@ func killLeftovers(lns []net.Listener) []string {
 		if spare[pid] {
 			continue
 		}
+		// The name is read first: once killed, the process may be reaped
+		// and its /proc entry gone before the message is written.
+		name := command(pid)
 		if err := syscall.Kill(pid, syscall.SIGKILL); err == nil {
-			killed = append(killed, fmt.Sprintf("pid %d (%s)", pid, command(pid)))
+			killed = append(killed, fmt.Sprintf("pid %d (%s)", pid, name))
 		}
 	}
 	return killed
