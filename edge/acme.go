@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/caddyserver/certmagic"
 	"github.com/mholt/acmez/v3"
@@ -27,8 +29,8 @@ const (
 
 // ACMEConfig configures automatic HTTPS.
 type ACMEConfig struct {
-	// Domains are the names to get certificates for. At least one is
-	// required; wildcards are not supported (they need DNS challenges).
+	// Domains are the names to get certificates for (see CheckDomain).
+	// It may be empty when the names come later, through SetDomains.
 	Domains []string
 	// CA is the ACME directory URL. Empty means LetsEncryptCA.
 	CA string
@@ -60,29 +62,54 @@ type ACMEConfig struct {
 //
 // ACME is safe for concurrent use.
 type ACME struct {
-	domains []string
-	cache   *certmagic.Cache
-	magic   *certmagic.Config
-	issuer  *certmagic.ACMEIssuer
+	cache  *certmagic.Cache
+	magic  *certmagic.Config
+	issuer *certmagic.ACMEIssuer
+	logger *slog.Logger
+
+	mu      sync.Mutex      // serialises Manage and SetDomains
+	domains []string        // managed (or to manage, before Manage)
+	ctx     context.Context // Manage's; nil until then
+}
+
+// CheckDomain reports why name cannot have a certificate from ACME, or
+// returns nil: it must be a host name and not a
+// wildcard, which needs a DNS challenge that baton does not do.
+func CheckDomain(name string) error {
+	switch {
+	case strings.Contains(name, "*"):
+		return fmt.Errorf("acme: domain %q: wildcards need a DNS challenge, which baton does not do", name)
+	case !certmagic.SubjectQualifiesForCert(name):
+		return fmt.Errorf("acme: domain %q is not a valid host name", name)
+	}
+	return nil
+}
+
+// normalizeDomains lower-cases and trims names and drops repeats, keeping
+// the first of each in order, and reports every name CheckDomain refuses.
+func normalizeDomains(names []string) ([]string, error) {
+	var errs []error
+	out := make([]string, 0, len(names))
+	for _, d := range names {
+		d = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
+		if err := CheckDomain(d); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	return out, errors.Join(errs...)
 }
 
 // NewACME validates c and builds the certificate manager. It does not talk
 // to the CA yet.
 func NewACME(c ACMEConfig) (*ACME, error) {
 	var errs []error
-	if len(c.Domains) == 0 {
-		errs = append(errs, errors.New("acme: no domain"))
-	}
-	domains := make([]string, 0, len(c.Domains))
-	for _, d := range c.Domains {
-		d = strings.ToLower(strings.TrimSpace(d))
-		switch {
-		case strings.Contains(d, "*"):
-			errs = append(errs, fmt.Errorf("acme: domain %q: wildcards need a DNS challenge, which baton does not do", d))
-		case !certmagic.SubjectQualifiesForCert(d):
-			errs = append(errs, fmt.Errorf("acme: domain %q is not a valid host name", d))
-		}
-		domains = append(domains, d)
+	domains, err := normalizeDomains(c.Domains)
+	if err != nil {
+		errs = append(errs, err)
 	}
 	if c.StorageDir == "" {
 		errs = append(errs, errors.New("acme: no storage directory"))
@@ -104,17 +131,22 @@ func NewACME(c ACMEConfig) (*ACME, error) {
 	}
 	zl := newZapLogger(logger.With("component", "certmagic"))
 
-	a := &ACME{domains: domains}
+	a := &ACME{domains: domains, logger: logger}
 	a.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return a.magic, nil },
 		Logger:           zl,
 	})
-	a.magic = certmagic.New(a.cache, certmagic.Config{
-		Storage: &certmagic.FileStorage{Path: c.StorageDir},
-		Logger:  zl,
+	var defaultName string
+	if len(domains) > 0 {
 		// Clients that send no SNI (by IP address) get the first domain's
-		// certificate rather than a failed handshake.
-		DefaultServerName: domains[0],
+		// certificate rather than a failed handshake. (Certs, which picks
+		// among several sources, always asks for a name of its choosing.)
+		defaultName = domains[0]
+	}
+	a.magic = certmagic.New(a.cache, certmagic.Config{
+		Storage:           &certmagic.FileStorage{Path: c.StorageDir},
+		Logger:            zl,
+		DefaultServerName: defaultName,
 	})
 	listenHost := tlsHost
 	if c.DisableTLSALPNChallenge {
@@ -158,16 +190,70 @@ func splitListenAddr(addr string) (host string, port int, err error) {
 // StorageDir returns the certmagic storage directory under stateDir.
 func StorageDir(stateDir string) string { return filepath.Join(stateDir, "certmagic") }
 
-// Domains returns the managed names, lower-cased.
-func (a *ACME) Domains() []string { return a.domains }
+// Domains returns the managed names, lower-cased, in order.
+func (a *ACME) Domains() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.domains)
+}
 
 // Manage starts obtaining (or loading from storage) and then renewing the
 // certificates in the background; it returns at once. Errors are logged and
 // retried by certmagic with back-off; the one returned here is only for
 // names it refuses outright. Call it once the listeners are being served, so
-// that the CA's validation requests find baton answering.
+// that the CA's validation requests find baton answering. ctx bounds the
+// management of these names and of those SetDomains adds later.
 func (a *ACME) Manage(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.ctx = ctx
 	return a.magic.ManageAsync(ctx, a.domains)
+}
+
+// SetDomains makes domains the managed names: a name not managed yet is
+// obtained (or loaded from storage) in the background, as Manage does,
+// and a name no longer in domains is no longer renewed (its certificate
+// stays in storage, and is used again if the name comes back). Before
+// Manage it only changes what Manage will manage. Nothing changes if a
+// name is refused (CheckDomain).
+func (a *ACME) SetDomains(domains []string) error {
+	next, err := normalizeDomains(domains)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	prev := a.domains
+	a.domains = next
+	if a.ctx == nil {
+		return nil
+	}
+	var added []string
+	var removed []certmagic.SubjectIssuer
+	for _, d := range next {
+		if !slices.Contains(prev, d) {
+			added = append(added, d)
+		}
+	}
+	for _, d := range prev {
+		if !slices.Contains(next, d) {
+			removed = append(removed, certmagic.SubjectIssuer{Subject: d})
+		}
+	}
+	if len(removed) > 0 {
+		a.cache.RemoveManaged(removed)
+	}
+	if len(added) > 0 {
+		a.logger.Info("acme: managing new names", "names", added)
+		return a.magic.ManageAsync(a.ctx, added)
+	}
+	return nil
+}
+
+// getCertificate serves the certificate of hello's name, or answers a
+// TLS-ALPN-01 challenge.
+func (a *ACME) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return a.magic.GetCertificate(hello)
 }
 
 // TLSConfig returns a tls.Config for the public HTTPS port: certificates

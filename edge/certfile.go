@@ -119,20 +119,28 @@ func (c *CertFile) Watch(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		changed, err := c.Reload()
-		switch {
-		case err != nil:
-			c.mu.Lock()
-			repeat := c.lastErr == err.Error()
-			c.lastErr = err.Error()
-			c.mu.Unlock()
-			if !repeat {
-				c.logger.Warn("tls certificate reload failed; keeping the current one", "err", err)
-			}
-		case changed:
-			leaf := c.Leaf()
-			c.logger.Info("tls certificate reloaded", "cert", c.certPath, "names", leaf.DNSNames,
-				"not_after", leaf.NotAfter, "serial", leaf.SerialNumber.String())
-		}
+		c.poll()
 	}
+}
+
+// poll calls Reload and logs what happened: a replacement, or a failure
+// (once until the files change again or a load succeeds). It reports
+// whether the certificate was replaced.
+func (c *CertFile) poll() bool {
+	changed, err := c.Reload()
+	switch {
+	case err != nil:
+		c.mu.Lock()
+		repeat := c.lastErr == err.Error()
+		c.lastErr = err.Error()
+		c.mu.Unlock()
+		if !repeat {
+			c.logger.Warn("tls certificate reload failed; keeping the current one", "err", err)
+		}
+	case changed:
+		leaf := c.Leaf()
+		c.logger.Info("tls certificate reloaded", "cert", c.certPath, "names", leaf.DNSNames,
+			"not_after", leaf.NotAfter, "serial", leaf.SerialNumber.String())
+	}
+	return changed
 }

@@ -25,6 +25,12 @@ import (
 // named cn, and the parsed certificate.
 func selfSigned(t testing.TB, cn string) (certPEM, keyPEM []byte, cert *x509.Certificate) {
 	t.Helper()
+	return selfSignedFor(t, cn, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
+}
+
+// selfSignedFor is selfSigned for the given names and addresses.
+func selfSignedFor(t testing.TB, cn string, names []string, ips []net.IP) (certPEM, keyPEM []byte, cert *x509.Certificate) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -33,8 +39,8 @@ func selfSigned(t testing.TB, cn string) (certPEM, keyPEM []byte, cert *x509.Cer
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: cn},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:              names,
+		IPAddresses:           ips,
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(time.Hour),
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,

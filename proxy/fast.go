@@ -206,6 +206,7 @@ type fastConn struct {
 	bw     *bufio.Writer
 
 	tlsState    *tls.ConnectionState // nil on plain HTTP
+	coveredHost []byte               // a Host the Router's Authority allowed on this TLS connection
 	remoteAddr  string
 	peer        string // host part of remoteAddr, as X-Real-Ip and X-Forwarded-For give it
 	trustedPeer string // the peer, unmapped, if it is a trusted proxy
@@ -268,6 +269,12 @@ func (c *fastConn) serve() {
 		}
 		c.setState(http.StateActive)
 		headLen, err := c.readHead()
+		if err == nil && c.misdirected() {
+			// Closed after: the client needs a connection for that host.
+			c.s.servedFast.Add(1)
+			c.writeError(http.StatusMisdirectedRequest, msgMisdirected, true)
+			return
+		}
 		if err == nil {
 			err = c.routeRequest()
 		}
@@ -362,6 +369,21 @@ func (c *fastConn) readHead() (int, error) {
 			return 0, err
 		}
 	}
+}
+
+// misdirected reports whether the parsed request must be answered 421, by
+// the Router's rule (Router.isMisdirected). A connection's SNI name never
+// changes, so the Host last found covered is remembered and the rule is
+// asked again only when a request names another one.
+func (c *fastConn) misdirected() bool {
+	if c.tlsState == nil || (c.coveredHost != nil && bytes.Equal(c.rh.host, c.coveredHost)) {
+		return false
+	}
+	if c.s.Router.isMisdirected(c.tlsState, string(c.rh.host), c.remoteAddr) {
+		return true
+	}
+	c.coveredHost = append(c.coveredHost[:0], c.rh.host...)
+	return false
 }
 
 // routeRequest looks the parsed request up in the Router's table, as

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"net/http"
 	"path"
@@ -20,11 +21,36 @@ import (
 // FastServer looks requests up in the same table. A Router is safe for
 // concurrent use; create it with NewRouter.
 type Router struct {
-	table    atomic.Pointer[RouteTable]
-	logger   *slog.Logger
-	noRoute  NoRouteObserver
-	noRoutes atomic.Uint64
+	table       atomic.Pointer[RouteTable]
+	authority   atomic.Pointer[authorityBox]
+	logger      *slog.Logger
+	noRoute     NoRouteObserver
+	noRoutes    atomic.Uint64
+	misdirected atomic.Uint64
 }
+
+// Authority tells the Router which hosts a TLS connection may ask for:
+// those the certificate baton served on it covers. A request for any
+// other host gets 421 Misdirected Request (RFC 9110 section 15.5.20), on
+// both front ends. This is what makes HTTP/2 connection coalescing safe:
+// a browser reuses a connection for another host when it resolves to the
+// same address and the connection's certificate covers that host, and a
+// 421 sends it to a connection of its own when the certificate does not;
+// it also stops a client from reaching one service through a handshake
+// made for another.
+//
+// Covers must be cheap and safe for concurrent use: it runs for each
+// request on a TLS connection (the fast path asks once per connection and
+// Host).
+type Authority interface {
+	// Covers reports whether the certificate served to a client that asked
+	// for serverName (its SNI name; "" when it sent none) covers host, a
+	// Host header as sent: any case, maybe with a port.
+	Covers(serverName, host string) bool
+}
+
+// authorityBox holds an Authority behind an atomic pointer.
+type authorityBox struct{ a Authority }
 
 // NoRouteObserver is told about each request that no route claims. It is
 // called on the request path and must be cheap and safe for concurrent use.
@@ -72,12 +98,57 @@ func (rt *Router) Table() *RouteTable { return rt.table.Load() }
 // NoRoutes returns how many requests no route claimed.
 func (rt *Router) NoRoutes() uint64 { return rt.noRoutes.Load() }
 
+// SetAuthority makes a the judge of which hosts a TLS connection may ask
+// for (nil: any host, as on plain HTTP). Set it before serving TLS.
+func (rt *Router) SetAuthority(a Authority) {
+	if a == nil {
+		rt.authority.Store(nil)
+		return
+	}
+	rt.authority.Store(&authorityBox{a})
+}
+
+// Misdirected returns how many requests were answered 421.
+func (rt *Router) Misdirected() uint64 { return rt.misdirected.Load() }
+
+// msgMisdirected is the body of the 421 for a request whose host the
+// connection's certificate does not cover.
+const msgMisdirected = "421 Misdirected Request: this connection's certificate is not for that host; connect again for it"
+
+// isMisdirected reports whether a request for host on a connection with TLS
+// state st (nil on plain HTTP) must be answered 421: the one rule both front
+// ends call. It counts and logs (at debug level: scanners that connect by
+// IP and send any Host make this noise) the requests it refuses.
+func (rt *Router) isMisdirected(st *tls.ConnectionState, host, remoteAddr string) bool {
+	if st == nil {
+		return false
+	}
+	box := rt.authority.Load()
+	if box == nil || box.a.Covers(st.ServerName, host) {
+		return false
+	}
+	rt.misdirected.Add(1)
+	rt.logger.Debug("misdirected request: the certificate does not cover its host", "host", host, "sni", st.ServerName, "remote", remoteAddr)
+	return true
+}
+
 // msgNoRoute is the body of the 404 for a request no service claims. It
 // names nothing internal: a scanner learns nothing from it.
 const msgNoRoute = "404 Not Found: no site here"
 
-// ServeHTTP routes r by its Host header and path.
+// ServeHTTP routes r by its Host header and path. On a TLS connection, a
+// Host that the connection's certificate does not cover gets 421 (see
+// Authority) before any route is looked up.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if rt.isMisdirected(r.TLS, r.Host, r.RemoteAddr) {
+		if r.ProtoMajor == 1 {
+			// The client needs another connection for this host; on
+			// HTTP/2 the connection goes on serving the hosts it covers.
+			w.Header().Set("Connection", "close")
+		}
+		http.Error(w, msgMisdirected, http.StatusMisdirectedRequest)
+		return
+	}
 	p := cleanPath(r.URL.Path)
 	route := rt.table.Load().Lookup(r.Host, p)
 	if route == nil {

@@ -34,9 +34,8 @@ type Route struct {
 // without a lock: a reload builds a new one and swaps the pointer to it.
 // The zero value routes nothing.
 type RouteTable struct {
-	exact    map[string]*hostRoutes // lower-case name
-	wildcard map[string]*hostRoutes // "example.com" for "*.example.com"
-	fallback *hostRoutes            // routes without hosts
+	hosts    HostMap[*hostRoutes]
+	fallback *hostRoutes // routes without hosts
 	routes   []*Route
 	byPath   bool // some route has a path prefix
 }
@@ -61,7 +60,7 @@ func (e *RouteError) Unwrap() error { return e.Err }
 // prefix and that no two routes claim the same host and prefix. The error
 // joins one *RouteError per problem found.
 func NewRouteTable(routes []Route) (*RouteTable, error) {
-	t := &RouteTable{exact: map[string]*hostRoutes{}, wildcard: map[string]*hostRoutes{}}
+	t := &RouteTable{}
 	var errs []error
 	type claim struct{ host, prefix string }
 	claimed := map[claim]string{}
@@ -119,14 +118,10 @@ func NewRouteTable(routes []Route) (*RouteTable, error) {
 			continue
 		}
 		for _, name := range r.Hosts {
-			m, key := t.exact, name
-			if rest, wild := strings.CutPrefix(name, "*."); wild {
-				m, key = t.wildcard, rest
-			}
-			hr := m[key]
-			if hr == nil {
+			hr, ok := t.hosts.Get(name)
+			if !ok {
 				hr = &hostRoutes{}
-				m[key] = hr
+				t.hosts.Add(name, hr)
 			}
 			hr.routes = append(hr.routes, r)
 		}
@@ -135,7 +130,7 @@ func NewRouteTable(routes []Route) (*RouteTable, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	for _, m := range []map[string]*hostRoutes{t.exact, t.wildcard} {
+	for _, m := range []map[string]*hostRoutes{t.hosts.exact, t.hosts.wildcard} {
 		for _, hr := range m {
 			sort.SliceStable(hr.routes, func(i, j int) bool { return len(hr.routes[i].PathPrefix) > len(hr.routes[j].PathPrefix) })
 		}
@@ -145,10 +140,6 @@ func NewRouteTable(routes []Route) (*RouteTable, error) {
 
 // Routes returns the table's routes in the order they were given.
 func (t *RouteTable) Routes() []*Route { return t.routes }
-
-// maxHostLen bounds the host names Lookup folds to lower case on the
-// stack; a longer Host header matches no name (DNS names are at most 253).
-const maxHostLen = 255
 
 // Lookup returns the route for a request with the given Host header and
 // path (without the query), or nil if no route claims it. An exact host beats a wildcard; both
@@ -164,31 +155,9 @@ func lookup[S ~string | ~[]byte](t *RouteTable, host, path S) *Route {
 	if t == nil {
 		return nil
 	}
-	host = hostWithoutPort(host)
-	if len(host) > 0 && host[len(host)-1] == '.' {
-		host = host[:len(host)-1]
-	}
-	if len(host) <= maxHostLen && (len(t.exact) > 0 || len(t.wildcard) > 0) {
-		var buf [maxHostLen]byte
-		n := copy(buf[:], host)
-		lower := buf[:n]
-		for i, b := range lower {
-			if 'A' <= b && b <= 'Z' {
-				lower[i] = b + ('a' - 'A')
-			}
-		}
-		if hr := t.exact[string(lower)]; hr != nil {
-			if r := matchPrefix(hr, path); r != nil {
-				return r
-			}
-		}
-		if i := indexByte(lower, '.'); i > 0 {
-			if hr := t.wildcard[string(lower[i+1:])]; hr != nil {
-				if r := matchPrefix(hr, path); r != nil {
-					return r
-				}
-			}
-		}
+	var found *Route
+	if lookupHost(&t.hosts, host, func(hr *hostRoutes) bool { found = matchPrefix(hr, path); return found != nil }) {
+		return found
 	}
 	if t.fallback != nil {
 		return t.fallback.routes[0]
@@ -225,34 +194,6 @@ func (r *Route) StripPath(path string) string {
 		return "/" + rest
 	}
 	return rest
-}
-
-// hostWithoutPort drops a port from a Host header: "a.example:8443" and
-// "[::1]:80" give "a.example" and "[::1]".
-func hostWithoutPort[S ~string | ~[]byte](host S) S {
-	if len(host) > 0 && host[0] == '[' {
-		for i := 0; i < len(host); i++ {
-			if host[i] == ']' {
-				return host[:i+1]
-			}
-		}
-		return host
-	}
-	for i := len(host) - 1; i >= 0; i-- {
-		if host[i] == ':' {
-			return host[:i]
-		}
-	}
-	return host
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
 }
 
 // normalizePrefix makes "/" and "" the same catch-all and drops a trailing
