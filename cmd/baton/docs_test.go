@@ -13,7 +13,7 @@ import (
 func TestDocsConfigFilesAreValid(t *testing.T) {
 	block := regexp.MustCompile("(?s)```yaml\n(.*?)```")
 	n := 0
-	for _, doc := range []string{"../../docs/services.md", "../../docs/from-nginx.md"} {
+	for _, doc := range []string{"../../docs/services.md", "../../docs/from-nginx.md", "../../docs/edge.md"} {
 		text, err := os.ReadFile(doc)
 		if err != nil {
 			t.Fatal(err)
@@ -27,19 +27,7 @@ func TestDocsConfigFilesAreValid(t *testing.T) {
 			if err := os.WriteFile(file, m[1], 0o600); err != nil {
 				t.Fatal(err)
 			}
-			args := []string{"--config", file}
-			var cfg serveConfig
-			fs := newServeFlags(&cfg)
-			if err := fs.Parse(args); err != nil {
-				t.Fatal(err)
-			}
-			f, err := loadConfigFile(fs, &cfg)
-			if err == nil {
-				err = cfg.validate()
-			}
-			if err == nil {
-				_, err = serviceConfigs(args, &cfg, f)
-			}
+			_, err := checkConfigFile(file)
 			if err != nil {
 				t.Errorf("%s: a config file it shows is refused:\n%s\n%v", doc, m[1], err)
 			}

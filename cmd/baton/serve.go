@@ -76,6 +76,12 @@ type serviceConfig struct {
 	UpstreamTimeout time.Duration
 	MaxBodySize     sizeFlag
 	Launch          launchConfig // deploys: --run, --ssh: serve_launch.go
+
+	// TLSCert and TLSKey are the service's own certificate files (config
+	// file only: tls_cert, tls_key); without them its hosts get ACME's
+	// certificates (--acme) or the default one (--tls-cert).
+	TLSCert, TLSKey string
+	where           string // "FILE:LINE: service NAME", for errors found after parsing
 }
 
 func (c *serveConfig) flags(fs *pflag.FlagSet) {
@@ -241,7 +247,7 @@ func serve(ctx context.Context, cfg serveConfig, args []string, startedTopLevel 
 	// All listeners (public and admin) are opened by startEdge, in one
 	// place, so that they can later be handed over to a new baton process
 	// or taken from systemd.
-	pub, err := startEdge(cfg, router, logger, upg.Listen)
+	pub, err := startEdge(cfg, certsConfig(cfg.Edge, services), router, logger, upg.Listen)
 	if err != nil {
 		return err
 	}
@@ -264,7 +270,8 @@ func serve(ctx context.Context, cfg serveConfig, args []string, startedTopLevel 
 	)
 	if cfg.ConfigFile != "" {
 		removed := &removedServices{}
-		reload = &configReloader{args: args, started: startedTopLevel, reg: reg, store: store, removed: removed, metrics: obs.metrics}
+		reload = &configReloader{args: args, started: startedTopLevel, reg: reg, store: store, removed: removed, metrics: obs.metrics,
+			edge: cfg.Edge, certs: pub.certs}
 		stopper = removed
 	}
 	adm := admin.New(admin.Config{Token: token, Version: version, Logger: logger, Metrics: obs.metrics.Handler(), Upgrade: admUpgrade, Reload: reload, Stopper: stopper,

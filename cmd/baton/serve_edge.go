@@ -27,6 +27,7 @@ import (
 type edgeConfig struct {
 	HTTPSAddr         string
 	Domains           []string
+	ACME              bool // --acme: certificates for every host of every service
 	ACMECA            string
 	ACMECARoot        string
 	ACMEEmail         string
@@ -40,15 +41,17 @@ type edgeConfig struct {
 	Underscores       bool // --underscores-in-headers
 	AllowTrace        bool
 
-	trusted  []netip.Prefix // TrustedProxies, parsed by validate
-	certPoll time.Duration  // how often --tls-cert files are checked; 0 means edge.DefaultCertPollInterval
-	onListen func(*edge.Listeners)
+	trusted      []netip.Prefix // TrustedProxies, parsed by validate
+	serviceCerts bool           // some service of the config file has tls_cert (loadConfigFile)
+	certPoll     time.Duration  // how often --tls-cert files are checked; 0 means edge.DefaultCertPollInterval
+	onListen     func(*edge.Listeners)
 }
 
 func (c *edgeConfig) flags(fs *pflag.FlagSet) {
 	c.MaxHeaderBytes = edge.DefaultMaxHeaderBytes
 	fs.StringVar(&c.HTTPSAddr, "https", "", "public HTTPS listen `address` when TLS is on (default \":443\")")
 	fs.StringSliceVar(&c.Domains, "domain", nil, "get a certificate for `name` from an ACME CA and serve HTTPS (repeatable)")
+	fs.BoolVar(&c.ACME, "acme", false, "get certificates from the ACME CA for every host of every service that has no tls_cert (config file; wildcards need tls_cert)")
 	fs.StringVar(&c.ACMECA, "acme-ca", edge.LetsEncryptCA, "ACME directory `URL` (Let's Encrypt staging: "+edge.LetsEncryptStagingCA+")")
 	fs.StringVar(&c.ACMECARoot, "acme-ca-root", "", "PEM `file` of extra roots to trust for the ACME CA's API (a private CA)")
 	fs.StringVar(&c.ACMEEmail, "acme-email", "", "contact `email` for the ACME account (expiry notices)")
@@ -64,7 +67,14 @@ func (c *edgeConfig) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.FastPath, "fast-path", true, "serve HTTP/1.1 requests (plain and HTTPS) with baton's own loop, net/http taking only the unusual ones and HTTP/2 (false: net/http for all)")
 }
 
-func (c *edgeConfig) tlsOn() bool { return len(c.Domains) > 0 || c.TLSCert != "" || c.TLSKey != "" }
+// tlsOn reports whether baton serves HTTPS: some certificate, from ACME
+// or from files, is configured.
+func (c *edgeConfig) tlsOn() bool {
+	return c.usesACME() || c.TLSCert != "" || c.TLSKey != "" || c.serviceCerts
+}
+
+// usesACME reports whether certificates come from an ACME CA.
+func (c *edgeConfig) usesACME() bool { return len(c.Domains) > 0 || c.ACME }
 
 // httpsAddr is the HTTPS listen address, or "" when TLS is off.
 func (c *edgeConfig) httpsAddr() string {
@@ -83,14 +93,12 @@ func (c *edgeConfig) validate(httpAddr string) error {
 	var errs []error
 	switch {
 	case c.HTTPOnly && c.tlsOn():
-		errs = append(errs, errors.New("--http-only cannot be combined with --domain, --tls-cert or --tls-key"))
-	case len(c.Domains) > 0 && (c.TLSCert != "" || c.TLSKey != ""):
-		errs = append(errs, errors.New("--domain and --tls-cert are alternatives: use one"))
+		errs = append(errs, errors.New("--http-only cannot be combined with --domain, --acme, --tls-cert or a service's tls_cert"))
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
 	}
 	if c.HTTPSAddr != "" && !c.tlsOn() {
-		errs = append(errs, errors.New("--https needs --domain or --tls-cert"))
+		errs = append(errs, errors.New("--https needs --domain, --acme or --tls-cert"))
 	}
 	if a := c.httpsAddr(); a != "" {
 		if _, _, err := net.SplitHostPort(a); err != nil {
@@ -99,11 +107,11 @@ func (c *edgeConfig) validate(httpAddr string) error {
 			errs = append(errs, fmt.Errorf("--https and --http are both %s", a))
 		}
 	}
-	if len(c.Domains) == 0 {
+	if !c.usesACME() {
 		for name, set := range map[string]bool{"--acme-email": c.ACMEEmail != "", "--acme-ca-root": c.ACMECARoot != "",
 			"--acme-ca": c.ACMECA != edge.LetsEncryptCA} {
 			if set {
-				errs = append(errs, fmt.Errorf("%s needs --domain", name))
+				errs = append(errs, fmt.Errorf("%s needs --domain or --acme", name))
 			}
 		}
 	} else if u, err := url.Parse(c.ACMECA); err != nil || u.Scheme != "https" || u.Host == "" {
@@ -129,13 +137,14 @@ func (c *edgeConfig) validate(httpAddr string) error {
 // one included, so that all sockets are opened in one place), the public
 // servers and the certificate source.
 type publicEdge struct {
-	lns      *edge.Listeners
-	servers  []publicServer
-	acme     *edge.ACME
-	certFile *edge.CertFile
-	certPoll time.Duration
-	ctx      context.Context // lives until close
-	cancel   context.CancelFunc
+	lns       *edge.Listeners
+	servers   []publicServer
+	acme      *edge.ACME  // nil unless certificates come from ACME
+	certs     *edge.Certs // nil without TLS
+	certFiles bool        // some certificate comes from files
+	certPoll  time.Duration
+	ctx       context.Context // lives until close
+	cancel    context.CancelFunc
 }
 
 type publicServer struct {
@@ -149,7 +158,8 @@ type publicServer struct {
 // startEdge opens every listener of 'baton serve' and builds the public
 // servers around rt (the proxy). Nothing is served until run.
 // listen, if not nil, opens (or takes over) each socket; see edge.ListenConfig.
-func startEdge(cfg serveConfig, rt *proxy.Router, logger *slog.Logger, listen func(name, addr string) (net.Listener, error)) (*publicEdge, error) {
+// certs says which certificate serves which name (certsConfig).
+func startEdge(cfg serveConfig, certs edge.CertsConfig, rt *proxy.Router, logger *slog.Logger, listen func(name, addr string) (net.Listener, error)) (*publicEdge, error) {
 	ec := cfg.Edge
 	lns, err := edge.Listen(edge.ListenConfig{HTTP: cfg.HTTPAddr, HTTPS: ec.httpsAddr(), Admin: cfg.AdminAddr, Listen: listen})
 	if err != nil {
@@ -166,36 +176,21 @@ func startEdge(cfg serveConfig, rt *proxy.Router, logger *slog.Logger, listen fu
 	var tlsConfig *tls.Config
 	httpHandler := app
 	switch {
-	case len(ec.Domains) > 0:
-		roots, err := loadRoots(ec.ACMECARoot)
-		if err == nil {
-			p.acme, err = edge.NewACME(edge.ACMEConfig{
-				Domains:      ec.Domains,
-				CA:           ec.ACMECA,
-				Email:        ec.ACMEEmail,
-				StorageDir:   edge.StorageDir(cfg.StateDir),
-				TrustedRoots: roots,
-				HTTPAddr:     lns.HTTP.Addr().String(),
-				HTTPSAddr:    lns.HTTPS.Addr().String(),
-				Logger:       logger,
-			})
-		}
-		if err != nil {
+	case ec.tlsOn():
+		if err := p.startCerts(cfg, certs, logger); err != nil {
 			p.close()
 			return nil, err
 		}
-		tlsConfig = p.acme.TLSConfig()
-		httpHandler = p.acme.HTTPHandler(edge.Redirect(listenPort(lns.HTTPS), app))
-	case ec.TLSCert != "":
-		p.certFile, err = edge.NewCertFile(ec.TLSCert, ec.TLSKey, logger)
-		if err != nil {
-			p.close()
-			return nil, err
-		}
-		tlsConfig = p.certFile.TLSConfig()
+		tlsConfig = p.certs.TLSConfig()
+		// Over TLS, a Host the connection's certificate does not cover
+		// gets 421 (proxy.Authority).
+		rt.SetAuthority(p.certs)
 		httpHandler = edge.Redirect(listenPort(lns.HTTPS), app)
+		if p.acme != nil {
+			httpHandler = p.acme.HTTPHandler(httpHandler)
+		}
 	case !ec.HTTPOnly:
-		logger.Info("serving plain HTTP only; use --domain or --tls-cert for HTTPS, or --http-only to say this is intended")
+		logger.Info("serving plain HTTP only; use --domain, --acme or --tls-cert for HTTPS, or --http-only to say this is intended")
 	}
 	plain := publicServer{name: "public HTTP", srv: edge.NewServer(httpHandler, nil, lim, logger), ln: lns.HTTP}
 	if ec.FastPath && tlsConfig == nil {
@@ -216,6 +211,67 @@ func startEdge(cfg serveConfig, rt *proxy.Router, logger *slog.Logger, listen fu
 		p.servers = append(p.servers, secure)
 	}
 	return p, nil
+}
+
+// startCerts builds the certificate source of the HTTPS listener: an ACME
+// manager when some name's certificate comes from ACME (it starts
+// obtaining them in run), and the choice by SNI name among it and the
+// certificate files.
+func (p *publicEdge) startCerts(cfg serveConfig, certs edge.CertsConfig, logger *slog.Logger) error {
+	ec := cfg.Edge
+	if ec.usesACME() {
+		roots, err := loadRoots(ec.ACMECARoot)
+		if err != nil {
+			return err
+		}
+		p.acme, err = edge.NewACME(edge.ACMEConfig{
+			Domains:      certs.ACMEDomains,
+			CA:           ec.ACMECA,
+			Email:        ec.ACMEEmail,
+			StorageDir:   edge.StorageDir(cfg.StateDir),
+			TrustedRoots: roots,
+			HTTPAddr:     p.lns.HTTP.Addr().String(),
+			HTTPSAddr:    p.lns.HTTPS.Addr().String(),
+			Logger:       logger,
+		})
+		if err != nil {
+			return err
+		}
+	}
+	p.certs = edge.NewCerts(p.acme, logger)
+	u, err := p.certs.Prepare(certs)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	if err := u.Commit(); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	p.certFiles = len(certs.Files) > 0 || certs.Default.Cert != ""
+	if !p.certFiles && len(certs.ACMEDomains) == 0 {
+		logger.Warn("HTTPS is on but no name has a certificate: give services hosts (with --acme) or tls_cert, or use --domain or --tls-cert")
+	}
+	return nil
+}
+
+// certsConfig says which certificate serves which name: a service's own
+// files (tls_cert, tls_key) for its hosts; from ACME the --domain names
+// and, with --acme, every host of every service without files of its own;
+// --tls-cert for any other name, and for clients that send none.
+func certsConfig(ec edgeConfig, scs []serviceConfig) edge.CertsConfig {
+	var c edge.CertsConfig
+	if ec.TLSCert != "" {
+		c.Default = edge.CertPair{Cert: ec.TLSCert, Key: ec.TLSKey, Label: "--tls-cert"}
+	}
+	c.ACMEDomains = append(c.ACMEDomains, ec.Domains...)
+	for _, sc := range scs {
+		switch {
+		case sc.TLSCert != "":
+			c.Files = append(c.Files, edge.CertPair{Cert: sc.TLSCert, Key: sc.TLSKey, Hosts: sc.Hosts, Label: sc.where})
+		case ec.ACME:
+			c.ACMEDomains = append(c.ACMEDomains, sc.Hosts...)
+		}
+	}
+	return c
 }
 
 // run serves the public servers and starts certificate management, then
@@ -251,8 +307,8 @@ func (p *publicEdge) run() error {
 			return fmt.Errorf("acme: %w", err)
 		}
 	}
-	if p.certFile != nil {
-		go p.certFile.Watch(p.ctx, p.certPoll)
+	if p.certs != nil {
+		go p.certs.Watch(p.ctx, p.certPoll)
 	}
 	for range p.servers {
 		if err := <-errc; err != nil {
@@ -296,9 +352,11 @@ func (p *publicEdge) httpServers() []*http.Server {
 func (p *publicEdge) logAttrs() []any {
 	tlsMode := "off"
 	switch {
+	case p.acme != nil && p.certFiles:
+		tlsMode = "acme+cert-files"
 	case p.acme != nil:
 		tlsMode = "acme"
-	case p.certFile != nil:
+	case p.certs != nil:
 		tlsMode = "cert-file"
 	}
 	return []any{"http", edge.Addr(p.lns.HTTP), "https", edge.Addr(p.lns.HTTPS), "tls", tlsMode}

@@ -3,17 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -212,22 +206,7 @@ func (b *runningBaton) adminURL() string { return "http://" + b.lns.Admin.Addr()
 // key into dir and returns their paths and a pool that trusts it.
 func writeSelfSigned(t *testing.T, dir, cn string) (certPath, keyPath string, pool *x509.CertPool) {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	certPath, keyPath = filepath.Join(dir, cn+".crt"), filepath.Join(dir, cn+".key")
-	os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
-	cert, _ := x509.ParseCertificate(der)
+	certPath, keyPath, cert := writeCert(t, dir, cn, "localhost", "127.0.0.1")
 	pool = x509.NewCertPool()
 	pool.AddCert(cert)
 	return certPath, keyPath, pool
@@ -267,7 +246,7 @@ func TestServeTLSCertRedirect(t *testing.T) {
 	}
 	defer ws.Close()
 	ws.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(ws, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	io.WriteString(ws, "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 	wsr := bufio.NewReader(ws)
 	if resp, err := http.ReadResponse(wsr, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("WebSocket upgrade over TLS: %v, %v", resp, err)
@@ -639,7 +618,7 @@ func TestServeStreamsSurviveSwitch(t *testing.T) {
 	}
 	defer ws.Close()
 	ws.SetDeadline(time.Now().Add(30 * time.Second))
-	io.WriteString(ws, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	io.WriteString(ws, "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 	wsr := bufio.NewReader(ws)
 	resp, err := http.ReadResponse(wsr, nil)
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
@@ -824,10 +803,11 @@ func TestServeEdgeFlags(t *testing.T) {
 		{[]string{"--tls-cert", "c.pem", "--tls-key", "k.pem", "--https", ":8443"}, ""},
 		{[]string{"--trusted-proxies", "10.0.0.0/8", "--trusted-proxies", "192.0.2.1", "--max-body-size", "10m"}, ""},
 		{[]string{"--http-only", "--domain", "a.example"}, "--http-only cannot be combined"},
-		{[]string{"--domain", "a.example", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, "alternatives"},
+		{[]string{"--tls-cert", "c.pem", "--tls-key", "k.pem", "--domain", "a.example"}, ""}, // ACME's names, and the file for any other
+		{[]string{"--acme", "--acme-email", "x@a.example"}, ""},
 		{[]string{"--tls-cert", "c.pem"}, "go together"},
-		{[]string{"--https", ":8443"}, "--https needs --domain or --tls-cert"},
-		{[]string{"--acme-email", "x@a.example"}, "--acme-email needs --domain"},
+		{[]string{"--https", ":8443"}, "--https needs --domain, --acme or --tls-cert"},
+		{[]string{"--acme-email", "x@a.example"}, "--acme-email needs --domain or --acme"},
 		{[]string{"--domain", "a.example", "--acme-ca", "http://ca.example/dir"}, "want an https://"},
 		{[]string{"--domain", "a.example", "--https", ":80"}, "--https and --http are both :80"},
 		{[]string{"--trusted-proxies", "10.0.0.0/33"}, "--trusted-proxies"},

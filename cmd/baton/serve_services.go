@@ -16,6 +16,7 @@ import (
 
 	"github.com/batonproxy/baton/admin"
 	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/edge"
 	"github.com/batonproxy/baton/health"
 	"github.com/batonproxy/baton/metrics"
 	"github.com/batonproxy/baton/proxy"
@@ -34,6 +35,11 @@ import (
 
 // routingKeys are the keys a service has that no flag has.
 var routingKeys = []string{"hosts", "path_prefix", "strip_prefix"}
+
+// serviceTLSKeys are the keys of a service's own certificate. At the top
+// level (--tls-cert, --tls-key) they name the default certificate; in a
+// service's entry, the certificate of that service's hosts.
+var serviceTLSKeys = []string{"tls_cert", "tls_key"}
 
 // perServiceFlags returns the names of the flags that are a service's own
 // (and so may stand in a service's entry of the file).
@@ -70,6 +76,13 @@ func loadConfigFile(fs *pflag.FlagSet, cfg *serveConfig) (*config.File, error) {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	for _, svc := range file.Services {
+		for _, key := range serviceTLSKeys {
+			if _, ok := svc.Setting(key); ok {
+				cfg.Edge.serviceCerts = true
+			}
+		}
 	}
 	return file, config.Apply(fs, file.Settings, file.Path, "", fs.Changed)
 }
@@ -166,7 +179,7 @@ func serviceConfigOf(args []string, file *config.File, svc config.Service, own m
 	var errs []error
 	what := "service " + svc.Name
 	for _, s := range svc.Settings {
-		if name := s.FlagName(); !own[name] && !slices.Contains(routingKeys, s.Key) {
+		if name := s.FlagName(); !own[name] && !slices.Contains(routingKeys, s.Key) && !slices.Contains(serviceTLSKeys, s.Key) {
 			if fs := newServeFlags(new(serveConfig)); fs.Lookup(name) != nil {
 				errs = append(errs, config.Errorf(file.Path, s.Line, "%s: %s is not a setting of one service; put it at the top level", what, s.Key))
 			}
@@ -183,7 +196,26 @@ func serviceConfigOf(args []string, file *config.File, svc config.Service, own m
 	if err := errors.Join(errs...); err != nil {
 		return serviceConfig{}, err
 	}
-	if err := config.Apply(fs, svc.Settings, file.Path, what, nil); err != nil {
+	// The service's own certificate is read by the flags --tls-cert and
+	// --tls-key parse, but kept apart from the top level's: the command
+	// line's --tls-cert is the default certificate, not this one.
+	var ownTLS, otherSettings []config.Setting
+	for _, s := range svc.Settings {
+		if slices.Contains(serviceTLSKeys, s.Key) {
+			ownTLS = append(ownTLS, s)
+		} else {
+			otherSettings = append(otherSettings, s)
+		}
+	}
+	var tlsFiles serveConfig
+	tfs := newServeFlags(&tlsFiles)
+	if err := config.Apply(fs, otherSettings, file.Path, what, nil); err != nil {
+		errs = append(errs, err)
+	}
+	if err := config.Apply(tfs, ownTLS, file.Path, what, nil); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return serviceConfig{}, err
 	}
 	if err := fs.Parse(args); err != nil {
@@ -191,10 +223,31 @@ func serviceConfigOf(args []string, file *config.File, svc config.Service, own m
 	}
 	sc := c.serviceConfig
 	sc.Name = svc.Name
+	sc.TLSCert, sc.TLSKey = tlsFiles.Edge.TLSCert, tlsFiles.Edge.TLSKey
+	sc.where = fmt.Sprintf("%s:%d: %s", file.Path, svc.Line, what)
+	var lines []error
 	if err := sc.validate(); err != nil {
-		var lines []error
 		eachError(err, func(e error) { lines = append(lines, config.Errorf(file.Path, svc.Line, "%s: %v", what, e)) })
-		return serviceConfig{}, errors.Join(lines...)
+	}
+	if (sc.TLSCert == "") != (sc.TLSKey == "") {
+		lines = append(lines, config.Errorf(file.Path, svc.Line, "%s: tls_cert and tls_key go together", what))
+	}
+	if c.Edge.ACME && sc.TLSCert == "" {
+		line := svc.Line
+		if s, ok := svc.Setting("hosts"); ok {
+			line = s.Line
+		}
+		for _, h := range sc.Hosts {
+			switch err := edge.CheckDomain(h); {
+			case strings.HasPrefix(h, "*."):
+				lines = append(lines, config.Errorf(file.Path, line, "%s: host %s: acme cannot get a wildcard certificate (it needs a DNS challenge, which baton does not do); give the service tls_cert and tls_key, or name its hosts", what, h))
+			case err != nil:
+				lines = append(lines, config.Errorf(file.Path, line, "%s: host %s: acme cannot get a certificate for it (%v); give the service tls_cert and tls_key", what, h, err))
+			}
+		}
+	}
+	if err := errors.Join(lines...); err != nil {
+		return serviceConfig{}, err
 	}
 	return sc, nil
 }
@@ -260,6 +313,9 @@ func (sc serviceConfig) spec() registry.Spec {
 	settings := sc
 	settings.Hosts, settings.PathPrefix, settings.StripPrefix = nil, "", false
 	settings.Launch.warnings = nil // what a running service found, not a setting
+	// The certificate is the edge's to serve (certsConfig): a new one
+	// does not rebuild the service, and where it was written is no setting.
+	settings.TLSCert, settings.TLSKey, settings.where = "", "", ""
 	return registry.Spec{Name: sc.Name, Hosts: sc.Hosts, PathPrefix: sc.PathPrefix, StripPrefix: sc.StripPrefix, Settings: settings}
 }
 
@@ -448,6 +504,8 @@ type configReloader struct {
 	store   *state.Store
 	removed *removedServices
 	metrics *metrics.Metrics // a removed service stops being exported
+	edge    edgeConfig       // as started: the top level's TLS changes at the next start
+	certs   *edge.Certs      // nil without TLS
 	mu      sync.Mutex       // one reload at a time
 }
 
@@ -473,6 +531,10 @@ func (r *configReloader) Reload(ctx context.Context) (admin.ReloadReport, error)
 	if err != nil {
 		return admin.ReloadReport{}, err
 	}
+	certs, err := r.prepareCerts(scs)
+	if err != nil {
+		return admin.ReloadReport{}, err
+	}
 	before := map[string]*service{}
 	for _, e := range r.reg.List() {
 		before[e.Spec.Name] = e.Service
@@ -480,6 +542,12 @@ func (r *configReloader) Reload(ctx context.Context) (admin.ReloadReport, error)
 	rep, err := r.reg.Apply(specs(scs))
 	if err != nil {
 		return admin.ReloadReport{}, err
+	}
+	if certs != nil {
+		// Prepare checked the names: Commit does not fail on them.
+		if err := certs.Commit(); err != nil {
+			return admin.ReloadReport{}, fmt.Errorf("tls: services reloaded, certificates not: %w", err)
+		}
 	}
 	for _, name := range rep.Added {
 		r.removed.forget(name) // back in the config: its new switcher owns its instances
@@ -502,6 +570,24 @@ func (r *configReloader) Reload(ctx context.Context) (admin.ReloadReport, error)
 		out.Removed = append(out.Removed, rm)
 	}
 	return out, nil
+}
+
+// prepareCerts loads and checks the certificates the reloaded services
+// need (certsConfig), changing nothing that is served; nil without TLS.
+func (r *configReloader) prepareCerts(scs []serviceConfig) (*edge.CertsUpdate, error) {
+	if r.certs == nil {
+		for _, sc := range scs {
+			if sc.TLSCert != "" {
+				return nil, fmt.Errorf("%s: tls_cert: this baton serves no HTTPS (it was started without TLS); restart it, or run 'baton upgrade', to serve HTTPS", sc.where)
+			}
+		}
+		return nil, nil
+	}
+	u, err := r.certs.Prepare(certsConfig(r.edge, scs))
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	return u, nil
 }
 
 // removedServices keeps the services a reload removed, with the switcher

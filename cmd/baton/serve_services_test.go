@@ -216,6 +216,25 @@ func TestServeReload(t *testing.T) {
 	}
 }
 
+// checkConfigFile reads the config file at path as 'baton serve --config
+// path' does at start, and returns its services or every problem found.
+func checkConfigFile(path string) ([]serviceConfig, error) {
+	args := []string{"--config", path}
+	var cfg serveConfig
+	fs := newServeFlags(&cfg)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	file, err := loadConfigFile(fs, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return serviceConfigs(args, &cfg, file)
+}
+
 // TestServeConfigFileProblems checks that 'baton serve' refuses a config
 // file with problems, naming each with its line.
 func TestServeConfigFileProblems(t *testing.T) {
@@ -263,14 +282,7 @@ services:
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(dir, name+".yaml")
 			os.WriteFile(path, []byte(c.body), 0o600)
-			var cfg serveConfig
-			fs := newServeFlags(&cfg)
-			args := []string{"--config", path}
-			fs.Parse(args)
-			file, err := loadConfigFile(fs, &cfg)
-			if err == nil {
-				_, err = serviceConfigs(args, &cfg, file)
-			}
+			_, err := checkConfigFile(path)
 			if err == nil {
 				t.Fatal("accepted")
 			}
