@@ -46,9 +46,11 @@ type Spec struct {
 type Service interface {
 	// Handler serves the service's requests.
 	Handler() *proxy.Handler
-	// Busy names the operation (deploy, switch, rollout) running on the
-	// service, or returns "" if none: a busy service is not replaced.
-	Busy() string
+	// Hold takes the service's operation lock for the reload (its
+	// switcher's Hold): no deploy, switch or rollout starts on it until
+	// release. It fails, naming the operation, if one runs: a busy service
+	// is neither replaced nor removed.
+	Hold(kind string) (release func(), err error)
 	// Close ends the service's background work (health monitor). The
 	// app instances it started are left running, and requests already
 	// routed to it finish.
@@ -106,7 +108,15 @@ func (r *Registry[S]) Apply(specs []Spec) (Report, error) {
 		next    = make(map[string]Entry[S], len(specs))
 		toBuild []Spec
 		stale   []S // old services to close once the new table is in
+		// The operation locks of the services replaced and removed, taken
+		// before anything is built, so that no deploy starts on a service
+		// between the check and the swap. Given back if Apply changes
+		// nothing; once it did, a replaced service's is kept for ever (see
+		// switcher.Hold) and a removed one's given back, for 'baton service
+		// stop'.
+		replacedHolds, removedHolds []func()
 	)
+	defer func() { releaseAll(removedHolds) }()
 	seen := map[string]bool{}
 	standIn := map[string]*proxy.Handler{}
 	for _, sp := range specs {
@@ -126,10 +136,12 @@ func (r *Registry[S]) Apply(specs []Spec) (Report, error) {
 			next[sp.Name] = Entry[S]{Spec: sp, Service: cur.Service}
 			continue
 		case exists:
-			if op := cur.Service.Busy(); op != "" {
-				errs = append(errs, fmt.Errorf("service %s: its settings changed while a %s is running; reload again when it has ended", sp.Name, op))
+			release, err := cur.Service.Hold("reload")
+			if err != nil {
+				errs = append(errs, fmt.Errorf("service %s: its settings changed while %w; reload again when it has ended", sp.Name, err))
 				continue
 			}
+			replacedHolds = append(replacedHolds, release)
 			rep.Changed = append(rep.Changed, sp.Name)
 			stale = append(stale, cur.Service)
 		default:
@@ -142,10 +154,12 @@ func (r *Registry[S]) Apply(specs []Spec) (Report, error) {
 		if seen[name] {
 			continue
 		}
-		if op := e.Service.Busy(); op != "" {
-			errs = append(errs, fmt.Errorf("service %s: removed while a %s is running; reload again when it has ended", name, op))
+		release, err := e.Service.Hold("reload")
+		if err != nil {
+			errs = append(errs, fmt.Errorf("service %s: removed while %w; reload again when it has ended", name, err))
 			continue
 		}
+		removedHolds = append(removedHolds, release)
 		rep.Removed = append(rep.Removed, name)
 		stale = append(stale, e.Service)
 	}
@@ -161,6 +175,7 @@ func (r *Registry[S]) Apply(specs []Spec) (Report, error) {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
+		releaseAll(replacedHolds)
 		return Report{}, err
 	}
 
@@ -186,6 +201,7 @@ func (r *Registry[S]) Apply(specs []Spec) (Report, error) {
 		for _, s := range built {
 			s.Close()
 		}
+		releaseAll(replacedHolds)
 		return Report{}, err
 	}
 	r.mu.Lock()
@@ -199,6 +215,12 @@ func (r *Registry[S]) Apply(specs []Spec) (Report, error) {
 		sort.Strings(l)
 	}
 	return rep, nil
+}
+
+func releaseAll(holds []func()) {
+	for _, release := range holds {
+		release()
+	}
 }
 
 func sameRoute(a, b Spec) bool {
@@ -234,17 +256,6 @@ func (r *Registry[S]) List() []Entry[S] {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Spec.Name < out[j].Spec.Name })
 	return out
-}
-
-// Busy lists the services with an operation running, as "name (op)".
-func (r *Registry[S]) Busy() []string {
-	var busy []string
-	for _, e := range r.List() {
-		if op := e.Service.Busy(); op != "" {
-			busy = append(busy, e.Spec.Name+" ("+op+")")
-		}
-	}
-	return busy
 }
 
 // Names returns the running services' names, sorted, joined with ", ".

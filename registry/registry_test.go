@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 
@@ -18,13 +19,23 @@ type fakeService struct {
 	name   string
 	build  int
 	h      *proxy.Handler
-	busy   string
+	busy   string // an operation running: Hold fails
+	held   bool   // the reload holds its operation lock
 	closed bool
 }
 
 func (f *fakeService) Handler() *proxy.Handler { return f.h }
-func (f *fakeService) Busy() string            { return f.busy }
 func (f *fakeService) Close()                  { f.closed = true }
+func (f *fakeService) Hold(string) (func(), error) {
+	switch {
+	case f.busy != "":
+		return nil, errors.New("a " + f.busy + " is running")
+	case f.held:
+		return nil, errors.New("a reload is running")
+	}
+	f.held = true
+	return func() { f.held = false }, nil
+}
 
 type world struct {
 	t      *testing.T
@@ -210,8 +221,50 @@ func TestApplyWithProblemsChangesNothing(t *testing.T) {
 			}
 		})
 	}
-	if len(w.reg.Busy()) != 0 {
-		t.Errorf("Busy = %v; want none", w.reg.Busy())
+	for _, e := range w.reg.List() {
+		if e.Service.held {
+			t.Errorf("service %s still held after refused reloads", e.Spec.Name)
+		}
+	}
+}
+
+// TestApplyHoldsWhatItReplaces: a reload holds the operation lock of the
+// services it replaces or removes from its check to its swap, so that no
+// deploy starts on one in between. A replaced service's lock is kept (a
+// deploy that found it just before the swap is refused, not run on a
+// service no request reaches); a removed one's is given back, for 'baton
+// service stop'; an unchanged one is never held.
+func TestApplyHoldsWhatItReplaces(t *testing.T) {
+	w := newWorld(t)
+	if _, err := w.reg.Apply([]Spec{spec("shop", "v1", "shop.example"), spec("api", "v1", "api.example"), spec("blog", "v1", "blog.example")}); err != nil {
+		t.Fatal(err)
+	}
+	old := map[string]*fakeService{}
+	for _, e := range w.reg.List() {
+		old[e.Spec.Name] = e.Service
+	}
+	var heldDuringBuild []string
+	inner := w.reg.build
+	w.reg.build = func(sp Spec) (*fakeService, error) {
+		for name, s := range old {
+			if s.held {
+				heldDuringBuild = append(heldDuringBuild, name)
+			}
+		}
+		return inner(sp)
+	}
+	if _, err := w.reg.Apply([]Spec{spec("shop", "v2", "shop.example"), spec("api", "v1", "api.example")}); err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(heldDuringBuild)
+	if strings.Join(heldDuringBuild, ",") != "blog,shop" {
+		t.Errorf("held while the new shop was built: %v; want blog (removed) and shop (replaced)", heldDuringBuild)
+	}
+	if !old["shop"].held || old["blog"].held || old["api"].held {
+		t.Errorf("after the reload: shop held %v (want true), blog %v, api %v (want false)", old["shop"].held, old["blog"].held, old["api"].held)
+	}
+	if _, err := old["shop"].Hold("deploy"); err == nil {
+		t.Error("a deploy could start on the replaced shop")
 	}
 }
 

@@ -9,31 +9,54 @@ import "time"
 // released: the process is handing its work to another one and must not
 // start anything new.
 func (s *Switcher) Exclusive(kind string, emit func(Event), fn func(step func(step, msg string)) (hold bool, err error)) error {
-	release, err := s.acquire()
+	op, release, err := s.hold(kind)
 	if err != nil {
 		return err
 	}
-	id := newID()
 	if emit == nil {
 		emit = func(Event) {}
 	}
-	op := &Operation{ID: id, Kind: kind, Started: time.Now().UTC(), Step: "start"}
-	s.mu.Lock()
-	s.current = op
-	s.mu.Unlock()
 	hold, err := fn(func(step, msg string) {
 		s.mu.Lock()
 		op.Step = step
 		s.mu.Unlock()
-		s.logger.Info(kind+" "+step, "id", id, "msg", msg)
+		s.logger.Info(kind+" "+step, "id", op.ID, "msg", msg)
 		emit(Event{Time: time.Now().UTC(), Step: step, Message: msg})
 	})
 	if hold && err == nil {
 		return nil
 	}
-	s.mu.Lock()
-	s.current = nil
-	s.mu.Unlock()
 	release()
 	return err
+}
+
+// Hold takes the operation lock for an operation of the given kind that is
+// done outside the switcher, such as a reload replacing or removing its
+// service: no deploy, switch or rollout can start until release is
+// called, and status shows the operation. It returns ErrBusy, naming the
+// operation, if one runs. A switcher whose service was replaced is never
+// released: a deploy that found it just before the swap is refused
+// instead of running on a service no request reaches.
+func (s *Switcher) Hold(kind string) (release func(), err error) {
+	_, release, err = s.hold(kind)
+	return release, err
+}
+
+// hold takes the operation lock and publishes an operation of kind;
+// release clears it and gives the lock back.
+func (s *Switcher) hold(kind string) (op *Operation, release func(), err error) {
+	unlock, err := s.acquire()
+	if err != nil {
+		return nil, nil, err
+	}
+	op = &Operation{ID: newID(), Kind: kind, Started: time.Now().UTC(), Step: "start"}
+	s.mu.Lock()
+	s.current = op
+	s.mu.Unlock()
+	return op, func() {
+		s.mu.Lock()
+		s.current = nil
+		s.mu.Unlock()
+		unlock()
+	}, nil
 }

@@ -437,6 +437,34 @@ func TestExclusiveBlocksSwitchesAndHolds(t *testing.T) {
 	}
 }
 
+// TestHoldRefusesOperationsUntilReleased: a reload's Hold shows as the
+// running operation and refuses switches, deploys and a second Hold with
+// ErrBusy naming it; once released they run again.
+func TestHoldRefusesOperationsUntilReleased(t *testing.T) {
+	blue, green := newHealthApp(t, 200), newHealthApp(t, 200)
+	f := newFixture(t, blue.addr(), green.addr(), Config{})
+	release, err := f.sw.Hold("reload")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op := f.sw.Status().Operation; op == nil || op.Kind != "reload" {
+		t.Errorf("status during a hold: operation %+v; want the reload", op)
+	}
+	if _, err := f.sw.Switch(context.Background(), SwitchRequest{}, nil); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "reload") {
+		t.Errorf("switch during a hold: %v; want ErrBusy naming the reload", err)
+	}
+	if _, err := f.sw.Hold("reload"); !errors.Is(err, ErrBusy) {
+		t.Errorf("second hold: %v; want ErrBusy", err)
+	}
+	release()
+	if op := f.sw.Status().Operation; op != nil {
+		t.Errorf("status after release: operation %+v; want none", op)
+	}
+	if _, err := f.sw.Switch(context.Background(), SwitchRequest{}, nil); err != nil {
+		t.Errorf("switch after release: %v", err)
+	}
+}
+
 // Issue 13, item 18: a failed switch said "blue keeps serving" when no app
 // answered on blue at all (the first deploy, or blue's app died). It says
 // that only when blue answers its health check, else that nothing serves.

@@ -342,12 +342,7 @@ type service struct {
 
 func (s *service) Handler() *proxy.Handler { return s.h }
 
-func (s *service) Busy() string {
-	if op := s.sw.Status().Operation; op != nil {
-		return op.Kind
-	}
-	return ""
-}
+func (s *service) Hold(kind string) (release func(), err error) { return s.sw.Hold(kind) }
 
 // Close stops the service's health monitor and its launcher's
 // connections; its apps keep running and its requests in flight finish.
