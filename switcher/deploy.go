@@ -247,19 +247,12 @@ func (s *Switcher) runDeploy(ctx context.Context, kind string, l Launcher, req D
 	from := s.Live()
 	to := from.Other()
 	res := DeployResult{Result: Result{ID: newID(), From: from, To: to}, Version: req.Version}
-	started := time.Now()
-	pending := state.Deploy{ID: res.ID, Kind: kind, Version: req.Version, From: from.String(), To: to.String(), Started: started.UTC()}
-	if err := s.markPending(pending); err != nil {
-		return res, fmt.Errorf("%s %s to %s: %w; nothing was changed", kind, req.Version, to, err)
+	ev, done, err := s.startOp(kind, req.Version, &res.Result, "", emit)
+	if err != nil {
+		return res, err
 	}
-	ev, end := s.begin(kind, res.ID, to, started, emit)
-	defer end()
-	ev("start", fmt.Sprintf("%s %s %s: %s → %s (%s)", kind, res.ID, req.Version, from, to, s.cfg.Addrs[to]), 0)
-
 	fail := func(err error) (DeployResult, error) {
-		res.Duration = time.Since(started)
-		s.record(kind, req.Version, &res.Result, started, err)
-		s.cfg.Observer.DeployDone(res.Result, err)
+		s.cfg.Observer.DeployDone(res.Result, done(err))
 		return res, err
 	}
 	proc, err := s.launchIdle(ctx, kind, l, req, installed, &res, ev)
@@ -285,9 +278,7 @@ func (s *Switcher) runDeploy(ctx context.Context, kind string, l Launcher, req D
 		return fail(err)
 	}
 	s.prune(ctx, l, ev)
-	res.Duration = time.Since(started)
-	s.record(kind, req.Version, &res.Result, started, nil)
-	s.cfg.Observer.DeployDone(res.Result, nil)
+	s.cfg.Observer.DeployDone(res.Result, done(nil))
 	return res, nil
 }
 

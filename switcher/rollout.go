@@ -412,22 +412,18 @@ func (s *Switcher) Rollout(ctx context.Context, req RolloutRequest, emit func(Ev
 	to := from.Other()
 	res := DeployResult{Result: Result{ID: newID(), From: from, To: to}, Version: req.Version}
 	started := time.Now()
-	if err := s.markPending(state.Deploy{ID: res.ID, Kind: kind, Version: req.Version, From: from.String(), To: to.String(), Started: started.UTC()}); err != nil {
-		return res, fmt.Errorf("%s %s to %s: %w; nothing was changed", kind, req.Version, to, err)
-	}
-	ev, end := s.begin(kind, res.ID, to, started, emit)
-	defer end()
 	sched := fmt.Sprintf("steps %v%% every %s", req.Steps, req.StepInterval)
 	if req.StepInterval == 0 {
 		sched = fmt.Sprintf("%d%%, then on command", req.Steps[0])
 	}
-	ev("start", fmt.Sprintf("%s %s %s: %s → %s (%s), %s", kind, res.ID, req.Version, from, to, s.cfg.Addrs[to], sched), 0)
+	ev, done, err := s.startOp(kind, req.Version, &res.Result, sched, emit)
+	if err != nil {
+		return res, err
+	}
 
 	obs := s.rolloutObserver()
 	finish := func(result string, err error) (DeployResult, error) {
-		res.Duration = time.Since(started)
-		s.record(kind, req.Version, &res.Result, started, err)
-		s.cfg.Observer.DeployDone(res.Result, err)
+		s.cfg.Observer.DeployDone(res.Result, done(err))
 		obs.RolloutDone(result)
 		return res, err
 	}

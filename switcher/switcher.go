@@ -426,28 +426,54 @@ func (s *Switcher) runSwitch(ctx context.Context, kind string, from, to Color, e
 // runSwitchWatch is runSwitch with a watch after the swap.
 func (s *Switcher) runSwitchWatch(ctx context.Context, kind string, from, to Color, w Watch, emit func(Event)) (Result, error) {
 	res := Result{ID: newID(), From: from, To: to}
-	started := time.Now()
-	if err := s.markPending(state.Deploy{ID: res.ID, Kind: kind, From: from.String(), To: to.String(), Started: started.UTC()}); err != nil {
-		return res, fmt.Errorf("%s to %s: %w; nothing was changed", kind, to, err)
-	}
-	ev, end := s.begin(kind, res.ID, to, started, emit)
-	defer end()
-	ev("start", fmt.Sprintf("%s %s: %s (%s) → %s (%s)", kind, res.ID, from, s.cfg.Addrs[from], to, s.cfg.Addrs[to]), 0)
-
-	if err := s.waitHealthy(ctx, to, ev); err != nil {
-		err = fmt.Errorf("%s to %s: %w; %s", kind, to, err, s.keepsServing(ctx, from))
-		s.record(kind, "", &res, started, err)
+	ev, done, err := s.startOp(kind, "", &res, "", emit)
+	if err != nil {
 		return res, err
+	}
+	if err := s.waitHealthy(ctx, to, ev); err != nil {
+		return res, done(fmt.Errorf("%s to %s: %w; %s", kind, to, err, s.keepsServing(ctx, from)))
 	}
 
 	// From here on the switch completes even if the caller goes away.
 	ctx = context.WithoutCancel(ctx)
 	s.handOver(ctx, &res, ev, nil)
-	var err error
 	res.Stopped, err = s.settle(ctx, kind, "", &res, w, nil, nil, ev)
-	res.Duration = time.Since(started)
-	s.record(kind, "", &res, started, err)
-	return res, err
+	return res, done(err)
+}
+
+// startOp starts an operation that moves traffic from res.From to res.To
+// (a switch, deploy, rollout or rollback): the one start and finish path
+// they share. It saves the operation as pending in the state, so that a
+// baton killed in its middle finds it interrupted when restarted, and if
+// that fails nothing was changed and the operation must not go on. It then
+// publishes the operation in Status and emits its "start" event (detail,
+// if any, ends the event's message). done ends the operation with its
+// outcome: it sets res.Duration, moves the operation from pending to the
+// history, saves the state and tells the observer (record), clears the
+// operation from Status, and returns err. The caller holds the operation
+// lock, and calls done exactly once.
+func (s *Switcher) startOp(kind, version string, res *Result, detail string, emit func(Event)) (ev stepFunc, done func(error) error, err error) {
+	started := time.Now()
+	what := kind
+	if version != "" {
+		what += " " + version
+	}
+	if err := s.markPending(state.Deploy{ID: res.ID, Kind: kind, Version: version, From: res.From.String(), To: res.To.String(), Started: started.UTC()}); err != nil {
+		return nil, nil, fmt.Errorf("%s to %s: %w; nothing was changed", what, res.To, err)
+	}
+	ev, end := s.begin(kind, res.ID, res.To, started, emit)
+	msg := fmt.Sprintf("%s %s: %s (%s) → %s (%s)", what, res.ID, res.From, s.cfg.Addrs[res.From], res.To, s.cfg.Addrs[res.To])
+	if detail != "" {
+		msg += ", " + detail
+	}
+	ev("start", msg, 0)
+	done = func(err error) error {
+		res.Duration = time.Since(started)
+		s.record(kind, version, res, started, err)
+		end()
+		return err
+	}
+	return ev, done, nil
 }
 
 // keepsServing says what serves after an operation away from c failed:
