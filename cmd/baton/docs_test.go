@@ -37,3 +37,27 @@ func TestDocsConfigFilesAreValid(t *testing.T) {
 		t.Errorf("found %d config files in the docs; want at least 2 (is the test reading the right files?)", n)
 	}
 }
+
+// TestPackagedConfigIsValid: the /etc/baton/baton.yaml the Debian package
+// installs is accepted as it is, and so is its commented services example
+// once uncommented (what an operator does first).
+func TestPackagedConfigIsValid(t *testing.T) {
+	const path = "../../packaging/baton.yaml"
+	if _, err := checkConfigFile(path); err != nil {
+		t.Fatalf("%s as packaged: %v", path, err)
+	}
+	text, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uncommented := regexp.MustCompile(`(?m)^# (services:|  .*)$`).ReplaceAll(text, []byte("$1"))
+	file := filepath.Join(t.TempDir(), "baton.yaml")
+	os.WriteFile(file, uncommented, 0o600)
+	scs, err := checkConfigFile(file)
+	if err != nil {
+		t.Fatalf("%s with its services uncommented:\n%s\n%v", path, uncommented, err)
+	}
+	if len(scs) != 3 {
+		t.Errorf("%d services once uncommented; want the example's 3", len(scs))
+	}
+}

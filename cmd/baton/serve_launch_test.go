@@ -122,9 +122,58 @@ func TestServeWarnsOfAnUnreachableSSHHost(t *testing.T) {
 // TestExampleSystemdUnit keeps examples/systemd/baton.service what issue
 // 13 (item 8) asks: baton as an unprivileged user with only the
 // capabilities it needs, the usual hardening, reload through 'baton
-// upgrade', and an ExecStart whose flags 'baton serve' accepts.
+// upgrade', and an ExecStart whose flags 'baton serve' accepts. The
+// Debian package's unit (packaging/baton.service) is held to the same
+// settings, so the two cannot drift, and starts from the packaged config.
 func TestExampleSystemdUnit(t *testing.T) {
-	b, err := os.ReadFile("../../examples/systemd/baton.service")
+	example, packaged := readUnit(t, "../../examples/systemd/baton.service"), readUnit(t, "../../packaging/baton.service")
+	for name, unit := range map[string]map[string]string{"example": example, "packaged": packaged} {
+		for k, want := range map[string]string{
+			"User": "baton", "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ReadWritePaths": "/var/lib/baton",
+			"PrivateTmp": "yes", "ExecReload": "/usr/bin/baton upgrade", "KillMode": "process",
+			"AmbientCapabilities": "CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID CAP_KILL CAP_CHOWN",
+		} {
+			if unit[k] != want {
+				t.Errorf("%s unit: %s=%q; want %q", name, k, unit[k], want)
+			}
+		}
+	}
+	for k, v := range example {
+		if k != "ExecStart" && packaged[k] != v {
+			t.Errorf("packaged unit: %s=%q; the example has %q", k, packaged[k], v)
+		}
+	}
+	args := shellWords(t, example["ExecStart"])
+	if len(args) < 2 || args[0] != "/usr/bin/baton" || args[1] != "serve" {
+		t.Fatalf("ExecStart %q; want /usr/bin/baton serve …", args)
+	}
+	// The unit's app user does not exist here: stand in the test's own.
+	if i := slices.Index(args, "--run-user"); i > 0 && i+1 < len(args) {
+		args[i+1] = strconv.Itoa(os.Getuid())
+	}
+	cfg, err := parseServe(args[2:]...)
+	if err != nil {
+		t.Fatalf("'baton serve' refuses the unit's flags %q: %v", args[2:], err)
+	}
+	if cfg.Launch.RunUser == "" {
+		t.Errorf("the unit does not run the apps as another user (--run-user)")
+	}
+	pargs := shellWords(t, packaged["ExecStart"])
+	if i := slices.Index(pargs, "--config"); len(pargs) < 2 || pargs[1] != "serve" || i < 0 || i+1 >= len(pargs) || pargs[i+1] != "/etc/baton/baton.yaml" {
+		t.Fatalf("packaged ExecStart %q; want baton serve --config /etc/baton/baton.yaml", pargs)
+	}
+	i := slices.Index(pargs, "--config")
+	pargs[i+1] = "../../packaging/baton.yaml"
+	if _, err := parseServe(pargs[2:]...); err != nil {
+		t.Fatalf("'baton serve' refuses the packaged unit's flags %q: %v", pargs[2:], err)
+	}
+}
+
+// readUnit returns a systemd unit file's settings (the last of each key),
+// continued lines joined.
+func readUnit(t *testing.T, path string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,30 +190,7 @@ func TestExampleSystemdUnit(t *testing.T) {
 			key = ""
 		}
 	}
-	for k, want := range map[string]string{
-		"User": "baton", "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ReadWritePaths": "/var/lib/baton",
-		"PrivateTmp": "yes", "ExecReload": "/usr/bin/baton upgrade", "KillMode": "process",
-		"AmbientCapabilities": "CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID CAP_KILL CAP_CHOWN",
-	} {
-		if unit[k] != want {
-			t.Errorf("%s=%q; want %q", k, unit[k], want)
-		}
-	}
-	args := shellWords(t, unit["ExecStart"])
-	if len(args) < 2 || args[0] != "/usr/bin/baton" || args[1] != "serve" {
-		t.Fatalf("ExecStart %q; want /usr/bin/baton serve …", args)
-	}
-	// The unit's app user does not exist here: stand in the test's own.
-	if i := slices.Index(args, "--run-user"); i > 0 && i+1 < len(args) {
-		args[i+1] = strconv.Itoa(os.Getuid())
-	}
-	cfg, err := parseServe(args[2:]...)
-	if err != nil {
-		t.Fatalf("'baton serve' refuses the unit's flags %q: %v", args[2:], err)
-	}
-	if cfg.Launch.RunUser == "" {
-		t.Errorf("the unit does not run the apps as another user (--run-user)")
-	}
+	return unit
 }
 
 // shellWords splits s at spaces, keeping single-quoted parts together, as
