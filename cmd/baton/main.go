@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -161,24 +162,54 @@ func parseFlags(fs *pflag.FlagSet, args []string) error {
 	return nil
 }
 
+// buildVersion is what 'baton version' says: the version set at build
+// time (-ldflags "-X main.version=..."; the Debian package sets it), the
+// commit and whether the tree had uncommitted changes (from the build
+// info, when built with VCS stamping), and the Go version and platform.
+type buildVersion struct {
+	Version  string `json:"version"`
+	Commit   string `json:"commit,omitempty"`
+	Modified bool   `json:"modified,omitempty"`
+	Go       string `json:"go"`
+	Platform string `json:"platform"`
+}
+
+func currentVersion() buildVersion {
+	v := buildVersion{Version: version, Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				v.Commit = s.Value
+			case "vcs.modified":
+				v.Modified = s.Value == "true"
+			}
+		}
+	}
+	return v
+}
+
+func (v buildVersion) String() string {
+	s := fmt.Sprintf("baton %s (%s %s", v.Version, v.Go, v.Platform)
+	if v.Commit != "" {
+		s += ", commit " + v.Commit[:min(12, len(v.Commit))]
+		if v.Modified {
+			s += "+dirty"
+		}
+	}
+	return s + ")"
+}
+
 func runVersion(args []string, stdout io.Writer) error {
-	fs := newFlagSet("version", "Usage: baton version\n\nPrints baton's version and the Go version it was built with.", stdout)
+	fs := newFlagSet("version", "Usage: baton version [--json]\n\nPrints baton's version, the commit it was built from and the Go version.", stdout)
+	asJSON := fs.Bool("json", false, "print it as JSON: version, commit, modified, go, platform")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "baton %s (%s %s/%s%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH, vcsRevision())
+	v := currentVersion()
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(v)
+	}
+	fmt.Fprintln(stdout, v)
 	return nil
-}
-
-func vcsRevision() string {
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return ""
-	}
-	for _, s := range info.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			return ", commit " + s.Value[:12]
-		}
-	}
-	return ""
 }
