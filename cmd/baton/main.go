@@ -44,7 +44,8 @@ Commands:
   demo      run a self-contained demo: three services, deploys under load
   upgrade   replace the running baton with the binary now at its path, dropping nothing
   probe     send steady load at a URL and report what users saw (CI gate, timeline plot)
-  version   print baton's version
+  version   print baton's version, commit and Go version
+  completion  print a shell completion script: bash, zsh or fish
 
 With several services (baton serve --config), deploy, switch, rollout,
 rollback and status take --service NAME (-s); docs/services.md.
@@ -94,6 +95,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runDemo(ctx, rest, stdout, stderr)
 	case "version":
 		err = runVersion(rest, stdout)
+	case "completion":
+		err = runCompletion(rest, stdout)
+	case completeCommand:
+		return runComplete(ctx, rest, stdout)
 	case sampleAppCommand:
 		return runSampleApp(rest, stdout, stderr)
 	case "help", "-h", "--help":
@@ -150,6 +155,9 @@ func newFlagSet(name, synopsis string, out io.Writer) *pflag.FlagSet {
 // parseFlags parses args into fs, turning errors into usage errors and
 // refusing stray positional arguments.
 func parseFlags(fs *pflag.FlagSet, args []string) error {
+	if captureFlags(fs) {
+		return errCaptured
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return err

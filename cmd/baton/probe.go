@@ -76,6 +76,9 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cf.registerAdmin(fs, os.Getenv("BATON_ADMIN"), "admin API `URL` [$BATON_ADMIN]; if set, switches during the probe are read from its status and shown")
 	var service string
 	fs.StringVarP(&service, "service", "s", "", "with --admin, show the switches of this `service` only (default: of every service)")
+	if captureFlags(fs) {
+		return errCaptured
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return err
