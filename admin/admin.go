@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/batonproxy/baton/switcher"
@@ -64,6 +65,11 @@ type Server struct {
 	// createFile creates the file an upload or download is written to; a
 	// test replaces it to write to /dev/full.
 	createFile func(name string) (*os.File, error)
+	// done is closed when the HTTP server shuts down: streams that would
+	// run for ever (GET /v1/events) end then, so that a shutdown does not
+	// wait out its grace for them.
+	done     chan struct{}
+	doneOnce sync.Once
 }
 
 // New returns a Server for the services svcs. The routes under
@@ -72,7 +78,7 @@ type Server struct {
 // drive the only service while there is one, and answer 400 naming the
 // services while there are several.
 func New(cfg Config, svcs Services) *Server {
-	s := &Server{cfg: cfg, svcs: svcs, mux: http.NewServeMux(), logger: cfg.Logger, createFile: func(name string) (*os.File, error) {
+	s := &Server{cfg: cfg, svcs: svcs, mux: http.NewServeMux(), logger: cfg.Logger, done: make(chan struct{}), createFile: func(name string) (*os.File, error) {
 		return os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	}}
 	if s.logger == nil {
@@ -93,6 +99,7 @@ func New(cfg Config, svcs Services) *Server {
 		s.mux.Handle(fmt.Sprintf(rt.pattern, "/v1/services/{name}"), s.handle(s.named(rt.fn)))
 	}
 	s.mux.Handle("GET /v1/services", s.handle(s.listServices))
+	s.mux.Handle("GET /v1/events", s.handle(s.events))
 	s.mux.Handle("POST /v1/reload", s.handle(s.reload))
 	if cfg.Stopper != nil {
 		s.mux.Handle("POST /v1/services/{name}/stop", s.handle(s.stopService))
@@ -114,6 +121,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if r.URL.Path == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		s.servePage(w, r) // static, no data: the page sends the token itself
+		return
+	}
 	if err := s.authorize(r); err != nil {
 		var se *statusError
 		if errors.As(err, &se) && se.code == http.StatusUnauthorized {
@@ -133,7 +144,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // for it: short header and read deadlines (requests are tiny), no write
 // deadline because a switch streams for as long as its drain takes.
 func (s *Server) NewHTTPServer() *http.Server {
-	return &http.Server{
+	srv := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -141,6 +152,8 @@ func (s *Server) NewHTTPServer() *http.Server {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
 	}
+	srv.RegisterOnShutdown(func() { s.doneOnce.Do(func() { close(s.done) }) })
+	return srv
 }
 
 // CheckListenAddr refuses an admin address that is not loopback unless a
@@ -253,7 +266,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 var knownPaths = map[string]string{"/v1/status": "GET", "/v1/switch": "POST", "/v1/deploy": "POST", "/v1/rollback": "POST", "/v1/upgrade": "POST", "/metrics": "GET",
 	"/v1/rollout": "POST", "/v1/rollout/percent": "POST", "/v1/rollout/promote": "POST", "/v1/rollout/abort": "POST",
-	"/v1/services": "GET", "/v1/reload": "POST"}
+	"/v1/services": "GET", "/v1/reload": "POST", "/v1/events": "GET"}
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
 	allow, ok := knownPaths[r.URL.Path]

@@ -41,6 +41,13 @@ func (s *Server) checkBrowser(r *http.Request) error {
 			return withStatus(http.StatusForbidden, fmt.Errorf("Host %q is not a loopback address or localhost: without a token the admin API answers only requests to 127.0.0.1, [::1] or localhost (a web page reaching it through DNS rebinding sends its own name)", r.Host))
 		}
 	}
+	// CrossOriginProtection lets reads through (a page cannot read the
+	// answer without CORS, which baton never grants); reads of the API from
+	// another site are refused all the same, so that no page can hold a
+	// stream open here. The status page itself may be linked to.
+	if site := r.Header.Get("Sec-Fetch-Site"); r.URL.Path != "/" && (site == "cross-site" || site == "same-site") {
+		return withStatus(http.StatusForbidden, fmt.Errorf("%s %s: refused a request from another site's page (Sec-Fetch-Site %q)", r.Method, r.URL.Path, site))
+	}
 	if err := crossOrigin.Check(r); err != nil {
 		return withStatus(http.StatusForbidden, fmt.Errorf("%s %s: refused a cross-origin request from a browser (Origin %q, Sec-Fetch-Site %q): %w",
 			r.Method, r.URL.Path, r.Header.Get("Origin"), r.Header.Get("Sec-Fetch-Site"), err))

@@ -150,12 +150,14 @@ type ServiceSummary struct {
 	LastDeploy *state.Deploy `json:"last_deploy,omitempty"`
 	// StateError is set while the service's state could not be saved.
 	StateError string `json:"state_error,omitempty"`
+	// Events are the steps of the running operation, or of the last one.
+	Events []switcher.Event `json:"events,omitempty"`
 }
 
 // Summarize returns the summary of the service called name in status st.
 func Summarize(name string, routing Routing, st switcher.Status) ServiceSummary {
 	sum := ServiceSummary{Name: name, Routing: routing, Live: st.Live, Upstreams: st.Upstreams,
-		Operation: st.Operation, Rollout: st.Rollout, StateError: st.StateError}
+		Operation: st.Operation, Rollout: st.Rollout, StateError: st.StateError, Events: st.Events}
 	if n := len(st.History); n > 0 {
 		d := st.History[n-1]
 		sum.LastDeploy = &d
@@ -164,12 +166,18 @@ func Summarize(name string, routing Routing, st switcher.Status) ServiceSummary 
 }
 
 func (s *Server) listServices(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, s.servicesResponse())
+	return nil
+}
+
+// servicesResponse is GET /v1/services's answer, and each event of GET
+// /v1/events.
+func (s *Server) servicesResponse() ServicesResponse {
 	resp := ServicesResponse{BatonVersion: s.cfg.Version, PID: os.Getpid(), Services: []ServiceSummary{}}
 	for _, svc := range s.svcs.List() {
 		resp.Services = append(resp.Services, Summarize(svc.Name, svc.Routing, svc.Controller.Status()))
 	}
-	writeJSON(w, http.StatusOK, resp)
-	return nil
+	return resp
 }
 
 // unsupported is the 404 of an endpoint that svc's controller does not

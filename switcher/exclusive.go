@@ -17,11 +17,13 @@ func (s *Switcher) Exclusive(kind string, emit func(Event), fn func(step func(st
 		emit = func(Event) {}
 	}
 	hold, err := fn(func(step, msg string) {
+		e := Event{Time: time.Now().UTC(), Step: step, Message: msg}
 		s.mu.Lock()
 		op.Step = step
+		s.addEvent(e)
 		s.mu.Unlock()
 		s.logger.Info(kind+" "+step, "id", op.ID, "msg", msg)
-		emit(Event{Time: time.Now().UTC(), Step: step, Message: msg})
+		emit(e)
 	})
 	if hold && err == nil {
 		return nil
@@ -52,6 +54,7 @@ func (s *Switcher) hold(kind string) (op *Operation, release func(), err error) 
 	op = &Operation{ID: newID(), Kind: kind, Started: time.Now().UTC(), Step: "start"}
 	s.mu.Lock()
 	s.current = op
+	s.events = nil
 	s.mu.Unlock()
 	return op, func() {
 		s.mu.Lock()

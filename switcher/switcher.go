@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -230,6 +231,7 @@ type Switcher struct {
 	st       state.State
 	live     Color
 	current  *Operation
+	events   []Event // the steps of the running operation, or of the last one (status)
 	health   [2]Health
 	launch   launchState // see deploy.go
 	stateErr string      // the last failed save's error; "" once a save succeeds
@@ -537,15 +539,17 @@ func (s *Switcher) begin(kind, id string, to Color, started time.Time, emit func
 	op := &Operation{ID: id, Kind: kind, To: to.String(), Started: started, Step: "start"}
 	s.mu.Lock()
 	s.current = op
+	s.events = nil
 	s.mu.Unlock()
 	ev = func(step, msg string, d time.Duration) {
-		s.mu.Lock()
-		op.Step = step
-		s.mu.Unlock()
 		e := Event{Time: time.Now().UTC(), Step: step, Message: msg}
 		if d > 0 {
 			e.DurationMS = float64(d.Microseconds()) / 1000
 		}
+		s.mu.Lock()
+		op.Step = step
+		s.addEvent(e)
+		s.mu.Unlock()
 		s.logger.Info(kind+" "+step, "id", id, "msg", msg, "duration", d)
 		emit(e)
 	}
@@ -555,6 +559,20 @@ func (s *Switcher) begin(kind, id string, to Color, started time.Time, emit func
 		s.mu.Unlock()
 	}
 	return ev, end
+}
+
+// maxStatusEvents bounds the steps Status keeps of one operation (a long
+// canary reports a step per judgement).
+const maxStatusEvents = 100
+
+// addEvent keeps e among the steps Status shows, dropping the oldest
+// beyond maxStatusEvents but the first (the "start" that says what the
+// operation is). s.mu is held.
+func (s *Switcher) addEvent(e Event) {
+	if len(s.events) >= maxStatusEvents {
+		s.events = append(s.events[:1], s.events[2:]...)
+	}
+	s.events = append(s.events, e)
 }
 
 // handOver moves traffic from res.From to res.To once res.To is healthy:
@@ -879,13 +897,18 @@ type Status struct {
 	// Rollout is the running canary, or the watch after a switch, deploy
 	// or promote; nil if none.
 	Rollout *RolloutStatus `json:"rollout,omitempty"`
+	// Events are the steps of the running operation, or of the last one
+	// since baton started (not kept across restarts), as the CLI printed
+	// them.
+	Events []Event `json:"events,omitempty"`
 }
 
 // Status returns a snapshot.
 func (s *Switcher) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Status{Live: s.live.String(), History: append([]state.Deploy{}, s.st.History...), Previous: s.st.Previous, StateError: s.stateErr}
+	st := Status{Live: s.live.String(), History: append([]state.Deploy{}, s.st.History...), Previous: s.st.Previous, StateError: s.stateErr,
+		Events: slices.Clone(s.events)}
 	tc, _ := s.router.(TrafficCounter)
 	for _, c := range Colors {
 		us := UpstreamStatus{Color: c.String(), Addr: s.cfg.Addrs[c], Live: c == s.live, InFlight: s.router.InFlight(c)}
