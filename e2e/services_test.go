@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -494,5 +495,40 @@ func TestDemo(t *testing.T) {
 		if pid, _ := strconv.Atoi(m[1]); !gone(pid) {
 			t.Errorf("app pid %d still runs after the demo", pid)
 		}
+	}
+}
+
+// TestRemovedServiceStoppedAfterRestart: a service taken out of the config
+// file while baton was down (or removed by a reload before a restart)
+// leaves its app running, and after the restart 'baton service stop'
+// still knows it: it stops that app, as it does right after a reload.
+func TestRemovedServiceStoppedAfterRestart(t *testing.T) {
+	svcs := newServices(t)[:2] // shop, api
+	file := filepath.Join(t.TempDir(), "baton.yaml")
+	writeServicesFile(t, file, svcs)
+	b := newBaton(t, "--config", file)
+	b.start()
+	for _, s := range svcs {
+		b.deployService(s, s.name+"-v1")
+	}
+	apiPID := appPID(t, b, "api")
+
+	writeServicesFile(t, file, svcs[:1])
+	b.proc.cmd.Process.Signal(syscall.SIGTERM)
+	b.proc.waitExit(t, 15*time.Second)
+	b.start()
+	if gone(apiPID) {
+		t.Fatal("the restart stopped the removed service's app; it is the operator's to stop")
+	}
+	if code, _, v := getVia(t, b.http, svcs[1].host, "/"); code != http.StatusNotFound {
+		t.Errorf("the removed service after the restart: %d from %q; want 404", code, v)
+	}
+	out, code := b.cli("service", "stop", "api")
+	if code != 0 || !strings.Contains(out, "stopped 1 app instance(s) of the removed service api") {
+		t.Fatalf("baton service stop api after a restart exited %d:\n%s\nbaton log:\n%s", code, out, b.proc.out.String())
+	}
+	waitGone(t, apiPID, 10*time.Second)
+	if code, _, v := getVia(t, b.http, svcs[0].host, "/"); code != 200 || v != "shop-v1" {
+		t.Errorf("shop after stopping api: %d from %q; want shop-v1", code, v)
 	}
 }

@@ -270,6 +270,7 @@ func serve(ctx context.Context, cfg serveConfig, args []string, startedTopLevel 
 	)
 	if cfg.ConfigFile != "" {
 		removed := &removedServices{}
+		rememberRemoved(env, cfg.serviceConfig, services, removed)
 		reload = &configReloader{args: args, started: startedTopLevel, reg: reg, store: store, removed: removed, metrics: obs.metrics,
 			edge: cfg.Edge, certs: pub.certs}
 		stopper = removed

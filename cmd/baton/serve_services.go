@@ -587,8 +587,8 @@ func (r *configReloader) prepareCerts(scs []serviceConfig) (*edge.CertsUpdate, e
 
 // removedServices keeps the services a reload removed, with the switcher
 // that knows their app instances, until 'baton service stop' stops them
-// (admin.ServiceStopper). They are forgotten when baton restarts: their
-// instances are then in the state file only.
+// (admin.ServiceStopper). At start, rememberRemoved adds those the state
+// file has instances of and the config file does not name.
 type removedServices struct {
 	mu sync.Mutex
 	m  map[string]*service
@@ -601,6 +601,64 @@ func (r *removedServices) add(name string, s *service) {
 		r.m = map[string]*service{}
 	}
 	r.m[name] = s
+}
+
+// rememberRemoved finds, at start, the services the state file has app
+// instances of but the config file no longer names (a reload removed them
+// before this baton started, or the file was edited while baton was
+// down), so that 'baton service stop' can stop those instances as it
+// stops those of a service removed by a reload. Each is built as a service
+// with the top level's settings and the addresses its instances were
+// recorded at, then closed at once: it is never routed, deploys nothing,
+// and is not exported in the metrics; only its switcher, which adopts the
+// instances from the state, is kept. Instances started over SSH need the
+// top level's ssh settings to be stopped: without them the service is
+// left out with a warning naming the instances.
+func rememberRemoved(env *serviceEnv, top serviceConfig, configured []serviceConfig, removed *removedServices) {
+	all, err := env.store.LoadAll()
+	if err != nil {
+		return // start-up reported it already, naming the service
+	}
+	names := map[string]bool{}
+	for _, sc := range configured {
+		names[sc.Name] = true
+	}
+	for name, st := range all {
+		if names[name] || len(st.Instances) == 0 {
+			continue
+		}
+		sc := top
+		sc.Name = name
+		sc.Launch.warnings = nil
+		remote := false
+		for _, c := range switcher.Colors {
+			if inst, ok := st.Instances[c.String()]; ok {
+				if c == switcher.Blue {
+					sc.Blue = inst.Addr
+				} else {
+					sc.Green = inst.Addr
+				}
+				remote = remote || inst.Launcher == "ssh"
+			}
+		}
+		if remote && sc.Launch.SSH == "" || sc.Blue == sc.Green {
+			env.logger.Warn("a service the config file no longer names left app instances that baton cannot stop from here: stop them by PID", "service", name, "instances", st.Instances)
+			continue
+		}
+		if sc.Launch.Run == "" {
+			// Only to adopt the recorded instances; nothing is launched.
+			sc.Launch.Run = "{artifact}"
+		}
+		s, err := env.build(sc.spec())
+		if err != nil {
+			env.logger.Warn("could not take over the app instances of a service the config file no longer names: stop them by PID", "service", name, "err", err)
+			continue
+		}
+		s.Close()
+		env.obs.metrics.RemoveService(name)
+		removed.add(name, s)
+		env.logger.Info("a service the config file no longer names left app instances running; 'baton service stop "+name+"' stops them", "service", name)
+	}
 }
 
 func (r *removedServices) forget(name string) {
