@@ -152,12 +152,21 @@ type ServiceSummary struct {
 	StateError string `json:"state_error,omitempty"`
 	// Events are the steps of the running operation, or of the last one.
 	Events []switcher.Event `json:"events,omitempty"`
+	// Recent are the last recentDeploys switches, deploys, rollouts and
+	// rollbacks that ended, newest first.
+	Recent []state.Deploy `json:"recent,omitempty"`
 }
+
+// recentDeploys is how many ended operations a summary lists.
+const recentDeploys = 5
 
 // Summarize returns the summary of the service called name in status st.
 func Summarize(name string, routing Routing, st switcher.Status) ServiceSummary {
 	sum := ServiceSummary{Name: name, Routing: routing, Live: st.Live, Upstreams: st.Upstreams,
 		Operation: st.Operation, Rollout: st.Rollout, StateError: st.StateError, Events: st.Events}
+	for i := len(st.History) - 1; i >= 0 && len(sum.Recent) < recentDeploys; i-- {
+		sum.Recent = append(sum.Recent, st.History[i])
+	}
 	if n := len(st.History); n > 0 {
 		d := st.History[n-1]
 		sum.LastDeploy = &d

@@ -116,6 +116,9 @@ func TestStatusPageInABrowser(t *testing.T) {
 	if live := text(`section[data-service="shop"] [data-live]`); live != "live: blue" || eval(`window.notReloaded === true`) != true {
 		t.Errorf("after the deploy: shop %q, page kept %v; want live: blue on the same page", live, eval(`window.notReloaded === true`))
 	}
+	if recent := text(`section[data-service="shop"] table.recent`); !strings.Contains(recent, "shop-v2") || !strings.Contains(recent, "shop-v1") {
+		t.Errorf("shop's recent deploys on the page lack v1 or v2:\n%s", recent)
+	}
 	if api := text(`section[data-service="api"]`); !strings.Contains(api, "live: green") || !strings.Contains(api, "api-v1") {
 		t.Errorf("api's card changed with shop's deploy:\n%s", api)
 	}
