@@ -70,6 +70,9 @@ type Server struct {
 	// wait out its grace for them.
 	done     chan struct{}
 	doneOnce sync.Once
+
+	probesMu sync.Mutex
+	probes   map[string]ProbeRecord // the last probed deploy of each service, by name
 }
 
 // New returns a Server for the services svcs. The routes under
@@ -94,6 +97,8 @@ func New(cfg Config, svcs Services) *Server {
 		{"POST %s/rollback", s.rollback},
 		{"POST %s/rollout", s.rollout},
 		{"POST %s/rollout/{action}", s.steer},
+		{"POST %s/probe", s.saveProbe},
+		{"GET %s/probe", s.getProbe},
 	} {
 		s.mux.Handle(fmt.Sprintf(rt.pattern, "/v1"), s.handle(s.legacy(rt.fn)))
 		s.mux.Handle(fmt.Sprintf(rt.pattern, "/v1/services/{name}"), s.handle(s.named(rt.fn)))
@@ -266,7 +271,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 var knownPaths = map[string]string{"/v1/status": "GET", "/v1/switch": "POST", "/v1/deploy": "POST", "/v1/rollback": "POST", "/v1/upgrade": "POST", "/metrics": "GET",
 	"/v1/rollout": "POST", "/v1/rollout/percent": "POST", "/v1/rollout/promote": "POST", "/v1/rollout/abort": "POST",
-	"/v1/services": "GET", "/v1/reload": "POST", "/v1/events": "GET"}
+	"/v1/services": "GET", "/v1/reload": "POST", "/v1/events": "GET", "/v1/probe": "GET, POST"}
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
 	allow, ok := knownPaths[r.URL.Path]
@@ -361,7 +366,13 @@ func operationError(err error) error {
 // decodeBody decodes a small JSON body into v, strictly: unknown fields,
 // trailing data and oversized bodies are errors. An empty body leaves v as is.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	return decodeBodyLimit(w, r, v, MaxBodyBytes)
+}
+
+// decodeBodyLimit is decodeBody for an endpoint that takes more than
+// MaxBodyBytes (a probe's timeline plot).
+func decodeBodyLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
+	body := http.MaxBytesReader(w, r.Body, limit)
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)

@@ -98,3 +98,28 @@ func TestStatusPageAndEvents(t *testing.T) {
 		t.Errorf("the change took %s to reach the stream", d)
 	}
 }
+
+// TestProbeRecord: a probe's record (verdict, summary, SVG plot) is kept
+// per service for the status page: a body that is no SVG is 400, a
+// service without one is 404, and the summary names the last one without
+// its plot.
+func TestProbeRecord(t *testing.T) {
+	srv := newTestServer(t, "", &fakeController{})
+	if code, body, _ := call(t, "GET", srv.URL+"/v1/services/default/probe", "", ""); code != 404 || !strings.Contains(body, "--probe") {
+		t.Errorf("GET probe before any: %d %s; want 404 saying how to send one", code, body)
+	}
+	if code, body, _ := call(t, "POST", srv.URL+"/v1/services/default/probe", "", `{"summary":"x","svg":"<script>alert(1)</script>"}`); code != 400 {
+		t.Errorf("POST probe without an SVG: %d %s; want 400", code, body)
+	}
+	rec := `{"deploy_id":"d1","pass":true,"summary":"136 requests, 0 failed","svg":"<svg xmlns=\"http://www.w3.org/2000/svg\"></svg>"}`
+	if code, body, _ := call(t, "POST", srv.URL+"/v1/probe", "", rec); code != 200 || !strings.Contains(body, `"deploy_id": "d1"`) {
+		t.Fatalf("POST /v1/probe: %d %s", code, body)
+	}
+	if code, body, _ := call(t, "GET", srv.URL+"/v1/services/default/probe", "", ""); code != 200 || !strings.Contains(body, `\u003csvg`) {
+		t.Errorf("GET probe: %d %s; want the record with its plot", code, body)
+	}
+	_, body, _ := call(t, "GET", srv.URL+"/v1/services", "", "")
+	if !strings.Contains(body, `"deploy_id": "d1"`) || strings.Contains(body, `\u003csvg`) {
+		t.Errorf("GET /v1/services: %s; want the probe named, without its plot", body)
+	}
+}

@@ -152,6 +152,10 @@ type ServiceSummary struct {
 	StateError string `json:"state_error,omitempty"`
 	// Events are the steps of the running operation, or of the last one.
 	Events []switcher.Event `json:"events,omitempty"`
+	// Probe is what 'baton deploy --probe' saw of the service's last
+	// probed deploy, without its plot (GET .../probe has it); nil if none
+	// since baton started.
+	Probe *ProbeInfo `json:"probe,omitempty"`
 	// Recent are the last recentDeploys switches, deploys, rollouts and
 	// rollbacks that ended, newest first.
 	Recent []state.Deploy `json:"recent,omitempty"`
@@ -183,8 +187,14 @@ func (s *Server) listServices(w http.ResponseWriter, r *http.Request) error {
 // /v1/events.
 func (s *Server) servicesResponse() ServicesResponse {
 	resp := ServicesResponse{BatonVersion: s.cfg.Version, PID: os.Getpid(), Services: []ServiceSummary{}}
+	s.probesMu.Lock()
+	defer s.probesMu.Unlock()
 	for _, svc := range s.svcs.List() {
-		resp.Services = append(resp.Services, Summarize(svc.Name, svc.Routing, svc.Controller.Status()))
+		sum := Summarize(svc.Name, svc.Routing, svc.Controller.Status())
+		if p, ok := s.probes[svc.Name]; ok {
+			sum.Probe = &p.ProbeInfo
+		}
+		resp.Services = append(resp.Services, sum)
 	}
 	return resp
 }

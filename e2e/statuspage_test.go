@@ -33,6 +33,7 @@ func chromium(t *testing.T) string {
 func TestStatusPageInABrowser(t *testing.T) {
 	exe := chromium(t)
 	svcs := newServices(t)[:2] // shop and api
+	svcs[0].host = ""         // shop takes every other host, so that a probe can reach it by address
 	file := filepath.Join(t.TempDir(), "baton.yaml")
 	writeServicesFile(t, file, svcs)
 	b := newBaton(t, "--config", file)
@@ -93,7 +94,11 @@ func TestStatusPageInABrowser(t *testing.T) {
 	eval(`window.notReloaded = true`)
 	for _, name := range []string{"shop", "api"} {
 		card := text(`section[data-service="` + name + `"]`)
-		for _, want := range []string{"live: green", name + "-v1", "healthy", name + ".example.com", "last: deploy " + name + "-v1"} {
+		where := name + ".example.com"
+		if name == "shop" {
+			where = "every host"
+		}
+		for _, want := range []string{"live: green", name + "-v1", "healthy", where, "last: deploy " + name + "-v1"} {
 			if !strings.Contains(card, want) {
 				t.Errorf("the page's %s card lacks %q:\n%s", name, want, card)
 			}
@@ -121,6 +126,20 @@ func TestStatusPageInABrowser(t *testing.T) {
 	}
 	if api := text(`section[data-service="api"]`); !strings.Contains(api, "live: green") || !strings.Contains(api, "api-v1") {
 		t.Errorf("api's card changed with shop's deploy:\n%s", api)
+	}
+
+	// A probed deploy: the CLI hands the probe's verdict and timeline plot
+	// to baton, and the page shows them.
+	if _, _, out, code := b.deploy("--service", "shop", "--artifact", appBin, "--version", "shop-v3",
+		"--probe", "http://"+b.http+"/", "--probe-rate", "100"); code != 0 || strings.Contains(out, "could not be shown") {
+		t.Fatalf("probed deploy exited %d:\n%s", code, out)
+	}
+	pctx2, cancelPoll2 := context.WithTimeout(ctx, 20*time.Second)
+	defer cancelPoll2()
+	if _, err := chromedp.Run(pctx2, chromedp.Poll[bool](`(() => { const p = document.querySelector('section[data-service="shop"] .probe');
+		const img = p && p.querySelector("img.plot");
+		return !!img && img.complete && img.naturalWidth > 0 && p.textContent.includes("PASS"); })()`)); err != nil {
+		t.Fatalf("the page does not show the probe's verdict and plot: %v\n%s", err, text(`section[data-service="shop"]`))
 	}
 
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))

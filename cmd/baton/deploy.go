@@ -100,7 +100,9 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 
 	// The probe runs from before the request until after the deploy, so
-	// that it sees the whole hand-over from a user's side.
+	// that it sees the whole hand-over from a user's side; its result goes
+	// to baton's status page too.
+	pf.send = func(rec admin.ProbeRecord) error { return sendProbe(ctx, c, endpoint, rec) }
 	if err := pf.start(ctx); err != nil {
 		return err
 	}

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,7 +28,11 @@ type deployProbeFlags struct {
 	maxFailures int
 
 	p     *probe.Probe
+	// send, if set, hands the probe's verdict and plot to baton for its
+	// status page (sendProbe).
+	send  func(admin.ProbeRecord) error
 	mu    sync.Mutex
+	opID  string // the deploy's ID, from its stream
 	begin time.Time
 	swap  time.Time
 	label string
@@ -62,6 +70,12 @@ func (f *deployProbeFlags) onLine(l admin.StreamLine) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	switch {
+	case l.Deploy != nil && l.Deploy.ID != "":
+		f.opID = l.Deploy.ID
+	case l.Result != nil && l.Result.ID != "":
+		f.opID = l.Result.ID
+	}
 	switch l.Step {
 	case "start":
 		f.label = l.Message
@@ -84,9 +98,22 @@ func (f *deployProbeFlags) finish(w io.Writer, deployErr error) error {
 	}
 	f.p.Mark(probe.Mark{Start: f.begin, End: time.Now(), At: f.swap, Label: label, Failed: deployErr != nil})
 	f.mu.Unlock()
+	opID := f.opID
 	rep := f.p.Stop()
 	f.p = nil
 	fmt.Fprintf(w, "\nprobe %s:\n%s\n", f.url, rep.Summary(f.maxFailures))
+	if f.send != nil {
+		var svg strings.Builder
+		err := rep.WritePlot(&svg, "svg")
+		if err == nil {
+			err = f.send(admin.ProbeRecord{ProbeInfo: admin.ProbeInfo{DeployID: opID, Pass: rep.Verdict(f.maxFailures).Pass,
+				Summary: rep.Summary(f.maxFailures)}, SVG: svg.String()})
+		}
+		if err != nil {
+			// The deploy's outcome does not depend on it: say so and go on.
+			fmt.Fprintf(w, "(the probe's result could not be shown on baton's status page: %v)\n", err)
+		}
+	}
 	if f.plot != "" {
 		if err := rep.WritePlotFile(f.plot); err != nil {
 			return errors.Join(deployErr, fmt.Errorf("probe plot: %w", err))
@@ -103,4 +130,26 @@ func (f *deployProbeFlags) stop() {
 	if f.p != nil {
 		f.p.Stop()
 	}
+}
+
+// sendProbe hands a probe's record to baton (POST .../probe beside the
+// deploy's endpoint), for the status page.
+func sendProbe(ctx context.Context, c *adminClient, deployEndpoint string, rec admin.ProbeRecord) error {
+	endpoint := strings.TrimSuffix(strings.TrimSuffix(deployEndpoint, "/deploy"), "/rollout") + "/probe"
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	resp, err := c.do(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+		return fmt.Errorf("POST %s: %s %s", endpoint, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return nil
 }
