@@ -33,7 +33,7 @@ func chromium(t *testing.T) string {
 func TestStatusPageInABrowser(t *testing.T) {
 	exe := chromium(t)
 	svcs := newServices(t)[:2] // shop and api
-	svcs[0].host = ""         // shop takes every other host, so that a probe can reach it by address
+	svcs[0].host = ""          // shop takes every other host, so that a probe can reach it by address
 	file := filepath.Join(t.TempDir(), "baton.yaml")
 	writeServicesFile(t, file, svcs)
 	b := newBaton(t, "--config", file)

@@ -27,7 +27,7 @@ type deployProbeFlags struct {
 	plot        string
 	maxFailures int
 
-	p     *probe.Probe
+	p *probe.Probe
 	// send, if set, hands the probe's verdict and plot to baton for its
 	// status page (sendProbe).
 	send  func(admin.ProbeRecord) error
