@@ -240,29 +240,41 @@ func installFile(src, dst, id string, restrict func(string, os.FileMode) error) 
 	}
 	defer in.Close()
 	tmp := filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-"+id)
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o700)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			out.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = io.Copy(out, in); err != nil {
-		return err
-	}
-	if err = out.Sync(); err != nil {
-		return err
-	}
-	if err = out.Close(); err != nil {
+	if err := writeExecutable(tmp, in); err != nil {
+		os.Remove(tmp)
 		return err
 	}
 	if err = restrict(tmp, 0o750); err != nil {
+		os.Remove(tmp)
 		return err
 	}
 	return os.Rename(tmp, dst)
+}
+
+// writeExecutable writes the file path (created, 0700) from r and closes
+// it, holding syscall.ForkLock for writing all along. Why: a process that
+// baton forks meanwhile (another service's deploy starting its app) would
+// inherit the open, writable descriptor until it execs (Go opens files
+// close-on-exec, so only until then), and an exec of path in that window
+// fails with ETXTBSY, "Text file busy" (golang/go#22315): two deploys on
+// two services failed so in CI. Under the lock no fork happens while the
+// descriptor is open, so no child ever holds it.
+func writeExecutable(path string, r io.Reader) error {
+	syscall.ForkLock.Lock()
+	defer syscall.ForkLock.Unlock()
+	out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o700)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, r); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // localInstance is a process on this machine: baton's child (done != nil) or
