@@ -169,7 +169,6 @@ func (s *FastServer) newConn(nc net.Conn) *fastConn {
 	c := &fastConn{
 		s:          s,
 		nc:         nc,
-		bw:         bufio.NewWriterSize(nc, 4<<10),
 		remoteAddr: nc.RemoteAddr().String(),
 		logger:     s.Router.logger,
 	}
@@ -267,6 +266,7 @@ func (c *fastConn) serve() {
 		if _, err := c.br.Peek(1); err != nil {
 			return // gone, or idle for too long
 		}
+		c.takeWriter()
 		c.setState(http.StateActive)
 		headLen, err := c.readHead()
 		if err == nil && c.misdirected() {
@@ -296,8 +296,35 @@ func (c *fastConn) serve() {
 		} else if !c.serveRequest(headLen) {
 			return
 		}
+		c.releaseWriter()
 		c.setState(http.StateIdle)
 		wait = c.s.idleTimeout
+	}
+}
+
+// clientWriters holds the write buffers of client connections between
+// their requests: a keep-alive connection waiting for its next request
+// holds none, which is a good part of what an idle connection costs
+// (bench/idle.sh).
+var clientWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+
+// takeWriter gives the connection a write buffer for the request it is
+// about to serve.
+func (c *fastConn) takeWriter() {
+	if c.bw == nil {
+		c.bw = clientWriters.Get().(*bufio.Writer)
+		c.bw.Reset(c.nc)
+	}
+}
+
+// releaseWriter gives the write buffer back while the connection waits
+// for its next request; everything written was flushed by then (a
+// response ends with a flush), and one that still holds bytes is kept.
+func (c *fastConn) releaseWriter() {
+	if c.bw != nil && c.bw.Buffered() == 0 {
+		c.bw.Reset(nil)
+		clientWriters.Put(c.bw)
+		c.bw = nil
 	}
 }
 
