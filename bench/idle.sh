@@ -38,15 +38,6 @@ go build -o "$OUT/idleconns" ./bench/idleconns
 PIDS+=($!)
 wait_ok "http://127.0.0.1:$APP_PORT/"
 
-rss_kb() { # pid and its children, VmRSS summed
-	local total=0 kb c
-	for c in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
-		kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$c/status" 2>/dev/null || echo 0)
-		total=$((total + ${kb:-0}))
-	done
-	echo "$total"
-}
-
 NGX=$OUT/nginx
 rm -rf "$NGX" && mkdir -p "$NGX/logs" "$NGX/tmp"
 user_line=""

@@ -27,6 +27,15 @@ cpu_ticks() { # pid and its children: utime+stime in clock ticks
 	echo "$total"
 }
 
+rss_kb() { # pid and its children (nginx's workers), VmRSS summed
+	local pid=$1 total=0 kb c
+	for c in "$pid" $(ps -o pid= --ppid "$pid" 2>/dev/null); do
+		kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$c/status" 2>/dev/null || echo 0)
+		total=$((total + ${kb:-0}))
+	done
+	echo "$total"
+}
+
 hwm_kb() { # pid and its children (nginx's workers), VmHWM summed
 	local pid=$1 total=0 kb c
 	for c in "$pid" $(ps -o pid= --ppid "$pid" 2>/dev/null); do

@@ -1,14 +1,7 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"go/build"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -16,7 +9,8 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
-	"time"
+
+	"github.com/batonproxy/baton/internal/certtest"
 )
 
 // h2specFloor is how many of h2spec's 145 cases baton passed when this test
@@ -36,7 +30,7 @@ func TestH2Spec(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	cert, key := writeLoopbackCert(t, dir)
+	cert, key, _ := certtest.Write(t, dir, "loopback", "localhost", "127.0.0.1")
 	https := freeAddr(t)
 	b := newBaton(t, "--https", https, "--tls-cert", cert, "--tls-key", key)
 	startApp(t, b.blue, "v1")
@@ -56,24 +50,4 @@ func TestH2Spec(t *testing.T) {
 	for _, f := range regexp.MustCompile(`(?m)^\s*× .*$`).FindAll(out, -1) {
 		t.Logf("failing: %s", f)
 	}
-}
-
-// writeLoopbackCert writes a self-signed certificate for 127.0.0.1 and
-// localhost, and its key, into dir.
-func writeLoopbackCert(t *testing.T, dir string) (certPath, keyPath string) {
-	t.Helper()
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(k)
-	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
-	return certPath, keyPath
 }
